@@ -1,0 +1,100 @@
+//! The seam between switchyard's hub and the systems that carry messages between broker nodes.
+//!
+//! A backend moves opaque payloads between *backend channels*. It knows nothing of WebSockets,
+//! routes or permissions: the broker's routing core has already turned a client channel into a
+//! backend channel name, and the payload is the already-encoded server frame, so a receiving
+//! node forwards the bytes without decoding them.
+//!
+//! Contract every backend keeps (checked by [`conformance`]):
+//! - `subscribe(c)` resolves only once messages published to `c` afterwards, from any node,
+//!   will arrive on this backend's [`Incoming`] stream. Subscribing twice is the same as once.
+//! - `unsubscribe(c)` resolves once messages published afterwards no longer arrive.
+//! - Messages from one publisher to one channel arrive in publish order.
+//! - `publish` answers [`BackendError::Unavailable`] when it cannot hand the message on; it never
+//!   reports success for a message it dropped.
+//! - The subscription set belongs to the backend: after a reconnect it re-applies it by itself.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+/// One message as a backend delivers it to the hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The backend channel it was published to.
+    pub channel: Arc<str>,
+    /// The opaque bytes given to `publish`.
+    pub payload: Bytes,
+}
+
+/// The one error type every backend maps its failures into.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BackendError {
+    /// The backend cannot be reached now; the caller may retry later.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The request can never succeed (for example a channel name the backend rejects).
+    #[error("backend rejected the request: {0}")]
+    Invalid(String),
+}
+
+/// Receiving side of a backend: every message for the channels this backend instance
+/// subscribed to, in arrival order.
+#[derive(Debug)]
+pub struct Incoming {
+    rx: mpsc::Receiver<Message>,
+}
+
+impl Incoming {
+    /// Capacity backends should give the channel behind an [`Incoming`]: large enough to absorb
+    /// bursts, bounded so a stalled hub pushes back instead of growing memory without end.
+    pub const DEFAULT_CAPACITY: usize = 64 * 1024;
+
+    /// A new stream and the sender a backend pushes into.
+    pub fn channel(capacity: usize) -> (mpsc::Sender<Message>, Incoming) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (tx, Incoming { rx })
+    }
+
+    /// The next message, or `None` once the backend has shut down.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+
+    /// Waits for at least one message and appends up to `limit` to `buf`; returns how many
+    /// (0 once the backend has shut down). Lets the hub handle bursts in batches.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Message>, limit: usize) -> usize {
+        self.rx.recv_many(buf, limit).await
+    }
+}
+
+/// A message carrier between broker nodes. Object-safe: the broker holds `Arc<dyn Backend>`.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Short name of the implementation, used in logs and metrics ("memory", "redis", ...).
+    fn kind(&self) -> &'static str;
+
+    /// Publishes `payload` to `channel` on every node subscribed to it.
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError>;
+
+    /// Starts delivering `channel`'s messages to [`Backend::take_incoming`]'s stream.
+    async fn subscribe(&self, channel: &str) -> Result<(), BackendError>;
+
+    /// Stops delivering `channel`'s messages.
+    async fn unsubscribe(&self, channel: &str) -> Result<(), BackendError>;
+
+    /// The stream of incoming messages. There is one per backend instance: the first call
+    /// returns it and later calls return `None`.
+    fn take_incoming(&self) -> Option<Incoming>;
+
+    /// Whether the backend can currently publish and subscribe (drives `/readyz`).
+    async fn ready(&self) -> Result<(), BackendError>;
+
+    /// Closes connections and stops background tasks; the incoming stream ends afterwards.
+    async fn shutdown(&self) {}
+}

@@ -1,0 +1,155 @@
+//! The in-memory backend: channels are in-process fan-out.
+//!
+//! A [`MemoryBus`] plays the part Redis plays for the networked backends. Every
+//! [`MemoryBackend`] attached to one bus behaves like a broker node on one Redis, which lets
+//! tests run several nodes in one process; a backend built with [`MemoryBackend::new`] has a
+//! bus of its own (the single-node broker).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use switchyard_backend::{Backend, BackendError, Incoming, Message};
+use tokio::sync::mpsc;
+
+type NodeId = u64;
+
+/// The shared substrate: which node's inbox wants which channel.
+#[derive(Default, Clone)]
+pub struct MemoryBus {
+    inner: Arc<BusInner>,
+}
+
+#[derive(Default)]
+struct BusInner {
+    channels: RwLock<HashMap<Arc<str>, Vec<(NodeId, mpsc::Sender<Message>)>>>,
+    next_node: std::sync::atomic::AtomicU64,
+}
+
+impl MemoryBus {
+    pub fn new() -> MemoryBus {
+        MemoryBus::default()
+    }
+
+    fn senders(&self, channel: &str) -> Vec<mpsc::Sender<Message>> {
+        let channels = self.inner.channels.read().unwrap_or_else(|e| e.into_inner());
+        channels
+            .get(channel)
+            .map(|subs| subs.iter().map(|(_, tx)| tx.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One node's view of a [`MemoryBus`].
+pub struct MemoryBackend {
+    bus: MemoryBus,
+    node: NodeId,
+    tx: mpsc::Sender<Message>,
+    incoming: Mutex<Option<Incoming>>,
+    /// This node's subscriptions, so subscribe is idempotent and shutdown can detach them.
+    subscribed: Mutex<HashSet<Arc<str>>>,
+}
+
+impl MemoryBackend {
+    /// A backend on a bus of its own: a single-node broker.
+    pub fn new() -> MemoryBackend {
+        MemoryBackend::on_bus(&MemoryBus::new())
+    }
+
+    /// A backend on a shared bus: one more node of an in-process cluster.
+    pub fn on_bus(bus: &MemoryBus) -> MemoryBackend {
+        let node = bus.inner.next_node.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, incoming) = Incoming::channel(Incoming::DEFAULT_CAPACITY);
+        MemoryBackend {
+            bus: bus.clone(),
+            node,
+            tx,
+            incoming: Mutex::new(Some(incoming)),
+            subscribed: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn detach(&self, channel: &str) {
+        let mut channels = self.bus.inner.channels.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(subs) = channels.get_mut(channel) {
+            subs.retain(|(node, _)| *node != self.node);
+            if subs.is_empty() {
+                channels.remove(channel);
+            }
+        }
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        MemoryBackend::new()
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError> {
+        let senders = self.bus.senders(channel);
+        let Some((last, rest)) = senders.split_last() else {
+            return Ok(());
+        };
+        let channel: Arc<str> = Arc::from(channel);
+        for tx in rest {
+            let m = Message { channel: channel.clone(), payload: payload.clone() };
+            // A node whose hub has stopped is gone; the others still get the message.
+            let _ = tx.send(m).await;
+        }
+        let _ = last.send(Message { channel, payload }).await;
+        Ok(())
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<(), BackendError> {
+        let key: Arc<str> = Arc::from(channel);
+        let mut mine = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
+        if !mine.insert(key.clone()) {
+            return Ok(());
+        }
+        let mut channels = self.bus.inner.channels.write().unwrap_or_else(|e| e.into_inner());
+        channels.entry(key).or_default().push((self.node, self.tx.clone()));
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> Result<(), BackendError> {
+        let mut mine = self.subscribed.lock().unwrap_or_else(|e| e.into_inner());
+        if mine.remove(channel) {
+            self.detach(channel);
+        }
+        Ok(())
+    }
+
+    fn take_incoming(&self) -> Option<Incoming> {
+        self.incoming.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    async fn ready(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        let mine: Vec<Arc<str>> =
+            self.subscribed.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        for channel in mine {
+            self.detach(&channel);
+        }
+    }
+}
+
+impl Drop for MemoryBackend {
+    fn drop(&mut self) {
+        let mine: Vec<Arc<str>> =
+            self.subscribed.get_mut().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        for channel in mine {
+            self.detach(&channel);
+        }
+    }
+}

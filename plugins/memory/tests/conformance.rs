@@ -1,0 +1,16 @@
+//! The backend conformance suite on the memory backend: two nodes on one in-process bus.
+
+use std::sync::Arc;
+
+use switchyard_backend::conformance::{self, Pair};
+use switchyard_memory::{MemoryBackend, MemoryBus};
+
+fn pair() -> Pair {
+    let bus = MemoryBus::new();
+    Pair::new(Arc::new(MemoryBackend::on_bus(&bus)), Arc::new(MemoryBackend::on_bus(&bus)))
+}
+
+#[tokio::test]
+async fn memory_backend_passes_the_conformance_suite() {
+    conformance::run_all(|| async { pair() }).await;
+}
