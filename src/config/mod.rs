@@ -1,0 +1,466 @@
+//! Configuration: one TOML file (PRODUCT.md §4), read into [`Config`].
+//!
+//! Unknown keys are errors, and every error names the file, line, column and key
+//! ([`ConfigError`]). The commented built-in default lives in `config/default.toml` and is
+//! compiled into the binary.
+
+mod error;
+mod raw;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+pub use error::{ConfigError, Located};
+use raw::{RawBackend, RawConfig, RawRoute};
+
+use crate::routing::{Pattern, Permission, Route, Rules, Template};
+
+/// The built-in default configuration's text.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from: a file path, or `<built-in default>`.
+    pub source: String,
+    pub node_id: Option<String>,
+    pub server: ServerConfig,
+    pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+    /// Backends in name order; routes refer to them by index.
+    pub backends: Vec<BackendConfig>,
+    pub rules: Arc<Rules>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    pub outbound_queue: usize,
+    pub shutdown_timeout: Duration,
+}
+
+/// Per-connection limits (route limits live on each [`Route`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Publishes per second per connection.
+    pub publish_rate: f64,
+    /// Token-bucket size for publishes.
+    pub publish_burst: f64,
+    pub max_subscriptions: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuthConfig {
+    pub jwt_hs256_secret_env: Option<String>,
+    pub jwt_rs256_public_key_file: Option<String>,
+    pub jwt_es256_public_key_file: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub api_keys_env: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    pub name: Arc<str>,
+    pub kind: BackendKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendKind {
+    Memory,
+    Redis {
+        url: String,
+        subscriber_connections: Option<usize>,
+        publisher_connections: Option<usize>,
+    },
+    RedisCluster {
+        nodes: Vec<String>,
+        subscriber_connections: Option<usize>,
+        publisher_connections: Option<usize>,
+    },
+}
+
+impl BackendKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::Redis { .. } => "redis",
+            BackendKind::RedisCluster { .. } => "redis-cluster",
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { file: file.clone(), source })?;
+        Config::parse(&file, &text)
+    }
+
+    /// The built-in default.
+    pub fn builtin() -> Result<Config, ConfigError> {
+        Config::parse("<built-in default>", DEFAULT_CONFIG)
+    }
+
+    /// Validates `text`, naming it `file` in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let raw = parse_raw(file, text)?;
+        Builder { file, text }.build(raw)
+    }
+}
+
+fn parse_raw(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| toml_error(file, text, &e, ""))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        // Spanned values add a private serde field to the path; it is not a key the user wrote.
+        let key = e.path().to_string().replace(".$__serde_spanned_private_value", "");
+        let key = if key == "." { String::new() } else { key };
+        toml_error(file, text, e.inner(), &key)
+    })
+}
+
+fn toml_error(file: &str, text: &str, e: &toml::de::Error, key: &str) -> ConfigError {
+    let offset = e.span().map_or(0, |s| s.start);
+    let message = e.message().trim().to_string();
+    // serde's "unknown field" names the key itself; for the rest the path says where.
+    let key = if key.is_empty() { key_at(text, offset) } else { key.to_string() };
+    ConfigError::at(file, text, offset, &key, message)
+}
+
+/// The key written at `offset`, for errors serde reports without a path (syntax errors).
+fn key_at(text: &str, offset: usize) -> String {
+    let line_start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    match line.split_once('=') {
+        Some((k, _)) if !k.trim().is_empty() => k.trim().to_string(),
+        _ => "(syntax)".to_string(),
+    }
+}
+
+struct Builder<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Builder<'_> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: String,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError::at(self.file, self.text, span.start, key, message))
+    }
+
+    fn positive(
+        &self,
+        v: &Option<Spanned<u64>>,
+        key: &str,
+        default: u64,
+    ) -> Result<usize, ConfigError> {
+        match v {
+            None => Ok(default as usize),
+            Some(s) if *s.get_ref() == 0 => self.err(s.span(), key, "must be at least 1".into()),
+            Some(s) => usize::try_from(*s.get_ref())
+                .or_else(|_| self.err(s.span(), key, "is too large".into())),
+        }
+    }
+
+    fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let node_id = match raw.node.id {
+            None => None,
+            Some(id) => {
+                let v = id.get_ref();
+                if v.is_empty()
+                    || v.len() > 64
+                    || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                {
+                    return self.err(
+                        id.span(),
+                        "node.id",
+                        format!("{v:?} must be 1 to 64 characters of A-Z a-z 0-9 _ -"),
+                    );
+                }
+                Some(v.clone())
+            }
+        };
+        let s = &raw.server;
+        let listen = match &s.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(l) => match l.get_ref().parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    return self.err(
+                        l.span(),
+                        "server.listen",
+                        format!("{:?} is not an address such as \"127.0.0.1:8080\"", l.get_ref()),
+                    )
+                }
+            },
+        };
+        let server = ServerConfig {
+            listen,
+            max_connections: self.positive(
+                &s.max_connections,
+                "server.max_connections",
+                100_000,
+            )?,
+            max_frame_bytes: self.positive(&s.max_frame_bytes, "server.max_frame_bytes", 65_536)?,
+            outbound_queue: self.positive(&s.outbound_queue, "server.outbound_queue", 1024)?,
+            shutdown_timeout: Duration::from_millis(self.positive(
+                &s.shutdown_timeout_ms,
+                "server.shutdown_timeout_ms",
+                5000,
+            )? as u64),
+        };
+        let rate = |v: &Option<Spanned<f64>>, key: &str, default: f64| match v {
+            None => Ok(default),
+            Some(r) if r.get_ref().is_finite() && *r.get_ref() > 0.0 => Ok(*r.get_ref()),
+            Some(r) => self.err(r.span(), key, "must be a number above 0".into()),
+        };
+        let limits = LimitsConfig {
+            publish_rate: rate(&raw.limits.publish_rate, "limits.publish_rate", 1000.0)?,
+            publish_burst: rate(&raw.limits.publish_burst, "limits.publish_burst", 2000.0)?,
+            max_subscriptions: self.positive(
+                &raw.limits.max_subscriptions,
+                "limits.max_subscriptions",
+                1000,
+            )?,
+        };
+        let a = raw.auth;
+        let jwt_sources =
+            [&a.jwt_hs256_secret_env, &a.jwt_rs256_public_key_file, &a.jwt_es256_public_key_file];
+        if let Some(second) = jwt_sources.iter().filter_map(|x| x.as_ref()).nth(1) {
+            return self.err(
+                second.span(),
+                "auth",
+                "configure one of jwt_hs256_secret_env, jwt_rs256_public_key_file, jwt_es256_public_key_file".into(),
+            );
+        }
+        let auth = AuthConfig {
+            jwt_hs256_secret_env: a.jwt_hs256_secret_env.map(Spanned::into_inner),
+            jwt_rs256_public_key_file: a.jwt_rs256_public_key_file.map(Spanned::into_inner),
+            jwt_es256_public_key_file: a.jwt_es256_public_key_file.map(Spanned::into_inner),
+            jwt_issuer: a.jwt_issuer,
+            jwt_audience: a.jwt_audience,
+            api_keys_env: a.api_keys_env.map(Spanned::into_inner),
+        };
+        let mut backends = Vec::new();
+        for (name, b) in raw.backends {
+            backends.push(self.backend(&name, b)?);
+        }
+        let rules = self.rules(&backends, raw.routes)?;
+        Ok(Config {
+            source: self.file.to_string(),
+            node_id,
+            server,
+            limits,
+            auth,
+            backends,
+            rules: Arc::new(rules),
+        })
+    }
+
+    fn backend(&self, name: &str, b: Spanned<RawBackend>) -> Result<BackendConfig, ConfigError> {
+        let key = format!("backends.{name}");
+        if !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+            || name.is_empty()
+        {
+            return self.err(b.span(), &key, "backend names are letters, digits, _ and -".into());
+        }
+        let span = b.span();
+        let b = b.into_inner();
+        let count = |v: &Option<Spanned<u64>>, k: &str| -> Result<Option<usize>, ConfigError> {
+            v.as_ref().map(|_| self.positive(v, &format!("{key}.{k}"), 1)).transpose()
+        };
+        let subscriber_connections = count(&b.subscriber_connections, "subscriber_connections")?;
+        let publisher_connections = count(&b.publisher_connections, "publisher_connections")?;
+        let kind = match b.kind.get_ref().as_str() {
+            "memory" => {
+                let extra = [b.url.as_ref().map(|u| (u.span(), "url")), b.nodes.as_ref().map(|n| (n.span(), "nodes"))];
+                if let Some((span, k)) = extra.into_iter().flatten().next() {
+                    return self.err(span, &format!("{key}.{k}"), "the memory backend takes no address".into());
+                }
+                BackendKind::Memory
+            }
+            "redis" => {
+                let url = match (&b.url, &b.nodes) {
+                    (Some(u), None) => u.get_ref().clone(),
+                    (None, Some(n)) if n.get_ref().len() == 1 => n.get_ref()[0].clone(),
+                    (None, Some(n)) => {
+                        return self.err(
+                            n.span(),
+                            &format!("{key}.nodes"),
+                            "kind \"redis\" is one server: give `url`, or use kind \"redis-cluster\"".into(),
+                        )
+                    }
+                    (Some(_), Some(n)) => {
+                        return self.err(n.span(), &format!("{key}.nodes"), "give either `url` or `nodes`".into())
+                    }
+                    (None, None) => {
+                        return self.err(span, &format!("{key}.url"), "kind \"redis\" needs `url = \"redis://host:port\"`".into())
+                    }
+                };
+                BackendKind::Redis { url, subscriber_connections, publisher_connections }
+            }
+            "redis-cluster" => {
+                let nodes = match (&b.nodes, &b.url) {
+                    (Some(n), _) if !n.get_ref().is_empty() => n.get_ref().clone(),
+                    (None, Some(u)) => vec![u.get_ref().clone()],
+                    (Some(n), _) => return self.err(n.span(), &format!("{key}.nodes"), "needs at least one seed node URL".into()),
+                    (None, None) => {
+                        return self.err(span, &format!("{key}.nodes"), "kind \"redis-cluster\" needs `nodes = [\"redis://host:port\", ...]`".into())
+                    }
+                };
+                BackendKind::RedisCluster { nodes, subscriber_connections, publisher_connections }
+            }
+            other => {
+                return self.err(
+                    b.kind.span(),
+                    &format!("{key}.kind"),
+                    format!("unknown backend kind {other:?}; expected \"memory\", \"redis\" or \"redis-cluster\""),
+                )
+            }
+        };
+        Ok(BackendConfig { name: Arc::from(name), kind })
+    }
+
+    fn rules(
+        &self,
+        backends: &[BackendConfig],
+        routes: Vec<Spanned<RawRoute>>,
+    ) -> Result<Rules, ConfigError> {
+        let mut compiled = Vec::with_capacity(routes.len());
+        for (index, r) in routes.into_iter().enumerate() {
+            let key = |k: &str| format!("routes[{index}].{k}");
+            let span = r.span();
+            let r = r.into_inner();
+            let pattern = Pattern::parse(r.pattern.get_ref())
+                .or_else(|m| self.err(r.pattern.span(), &key("match"), m))?;
+            let backend = match &r.backend {
+                Some(b) => match backends.iter().position(|x| *x.name == **b.get_ref()) {
+                    Some(i) => i,
+                    None => {
+                        let known: Vec<&str> = backends.iter().map(|x| &*x.name).collect();
+                        return self.err(
+                            b.span(),
+                            &key("backend"),
+                            format!(
+                                "unknown backend {:?}; defined: {}",
+                                b.get_ref(),
+                                if known.is_empty() { "none".into() } else { known.join(", ") }
+                            ),
+                        );
+                    }
+                },
+                None if backends.len() == 1 => 0,
+                None => {
+                    return self.err(
+                        span,
+                        &key("backend"),
+                        format!("required: {} backends are defined", backends.len()),
+                    )
+                }
+            };
+            let template = r
+                .channel
+                .as_ref()
+                .map(|t| {
+                    Template::parse(t.get_ref(), &pattern)
+                        .or_else(|m| self.err(t.span(), &key("channel"), m))
+                })
+                .transpose()?;
+            let permission = |v: &Option<Spanned<String>>, k: &str| match v {
+                None => Ok(Permission::Authenticated),
+                Some(p) => Permission::parse(p.get_ref(), &pattern)
+                    .or_else(|m| self.err(p.span(), &key(k), m)),
+            };
+            let subscribe = permission(&r.subscribe, "subscribe")?;
+            let publish = permission(&r.publish, "publish")?;
+            let max_message_bytes =
+                self.positive(&r.max_message_bytes, &key("max_message_bytes"), 65_536)?;
+            compiled.push(Route {
+                index,
+                pattern,
+                backend,
+                backend_name: backends[backend].name.clone(),
+                template,
+                subscribe,
+                publish,
+                max_message_bytes,
+            });
+        }
+        Ok(Rules::new(compiled))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn located(text: &str) -> Located {
+        match Config::parse("test.toml", text) {
+            Err(ConfigError::Invalid(l)) => *l,
+            other => panic!("expected a located error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn builtin_default_loads() {
+        let c = Config::builtin().expect("default config");
+        assert_eq!(c.server.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(c.backends.len(), 1);
+        assert_eq!(c.backends[0].kind, BackendKind::Memory);
+        assert_eq!(c.rules.routes().len(), 1);
+        assert_eq!(c.rules.routes()[0].subscribe, Permission::Anyone);
+    }
+
+    #[test]
+    fn unknown_key_names_line_column_and_key() {
+        let l = located("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n");
+        assert_eq!((l.line, l.column), (3, 1));
+        assert!(l.message.contains("unknown field `lisen`"), "{}", l.message);
+        assert!(l.key.contains("lisen") || l.message.contains("lisen"));
+        let shown = ConfigError::Invalid(Box::new(l)).to_string();
+        assert!(shown.starts_with("test.toml:3:1: "), "{shown}");
+    }
+
+    #[test]
+    fn unknown_backend_points_at_the_value() {
+        let l = located(
+            "[backends.main]\nkind = \"memory\"\n\n[[routes]]\nmatch = \"**\"\nbackend = \"mian\"\n",
+        );
+        assert_eq!((l.line, l.column, l.key.as_str()), (6, 11, "routes[0].backend"));
+        assert!(l.message.contains("mian") && l.message.contains("main"), "{}", l.message);
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let l = located("[server]\nmax_frame_bytes = \"big\"\n");
+        assert_eq!(l.key, "server.max_frame_bytes");
+        assert_eq!(l.line, 2);
+    }
+
+    #[test]
+    fn template_with_unknown_capture_is_rejected() {
+        let l = located(
+            "[backends.m]\nkind = \"memory\"\n[[routes]]\nmatch = \"room.{id}\"\nchannel = \"im:{room}\"\n",
+        );
+        assert_eq!((l.line, l.key.as_str()), (5, "routes[0].channel"));
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let l = located("[server]\nlisten = \n");
+        assert_eq!(l.line, 2);
+    }
+}

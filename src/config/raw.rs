@@ -1,0 +1,81 @@
+//! The TOML file's shape, as serde reads it. Values that later checks may reject are kept
+//! `Spanned` so those errors can point at them too.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub node: RawNode,
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub backends: BTreeMap<String, Spanned<RawBackend>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub id: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<u64>>,
+    pub max_frame_bytes: Option<Spanned<u64>>,
+    pub outbound_queue: Option<Spanned<u64>>,
+    pub shutdown_timeout_ms: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub publish_rate: Option<Spanned<f64>>,
+    pub publish_burst: Option<Spanned<f64>>,
+    pub max_subscriptions: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub jwt_hs256_secret_env: Option<Spanned<String>>,
+    pub jwt_rs256_public_key_file: Option<Spanned<String>>,
+    pub jwt_es256_public_key_file: Option<Spanned<String>>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub api_keys_env: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub kind: Spanned<String>,
+    pub url: Option<Spanned<String>>,
+    pub nodes: Option<Spanned<Vec<String>>>,
+    pub subscriber_connections: Option<Spanned<u64>>,
+    pub publisher_connections: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(rename = "match")]
+    pub pattern: Spanned<String>,
+    pub backend: Option<Spanned<String>>,
+    pub channel: Option<Spanned<String>>,
+    pub subscribe: Option<Spanned<String>>,
+    pub publish: Option<Spanned<String>>,
+    pub max_message_bytes: Option<Spanned<u64>>,
+}

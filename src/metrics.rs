@@ -1,0 +1,132 @@
+//! Metric names, defined once with their descriptions, and the handles the hot paths use.
+//!
+//! Handles are created once (here, or per route when rules are compiled) so delivery never
+//! looks a metric up by name.
+
+use std::sync::OnceLock;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Gauge, Histogram, Unit,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const CONNECTIONS: &str = "switchyard_connections";
+pub const CONNECTIONS_TOTAL: &str = "switchyard_connections_total";
+pub const CONNECTIONS_REFUSED: &str = "switchyard_connections_refused_total";
+pub const SUBSCRIPTIONS: &str = "switchyard_subscriptions";
+pub const BACKEND_SUBSCRIPTIONS: &str = "switchyard_backend_subscriptions";
+pub const MESSAGES_PUBLISHED: &str = "switchyard_messages_published_total";
+pub const MESSAGES_RECEIVED: &str = "switchyard_messages_received_total";
+pub const MESSAGES_DELIVERED: &str = "switchyard_messages_delivered_total";
+pub const MESSAGES_DROPPED: &str = "switchyard_messages_dropped_total";
+pub const SLOW_CONSUMER_DISCONNECTS: &str = "switchyard_slow_consumer_disconnects_total";
+pub const CLIENT_ERRORS: &str = "switchyard_client_errors_total";
+pub const BACKEND_PUBLISH_SECONDS: &str = "switchyard_backend_publish_seconds";
+pub const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
+
+/// Installs the Prometheus recorder once per process and returns its handle for `/metrics`.
+pub fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 1.0,
+                    ],
+                )
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            describe();
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!(CONNECTIONS, "WebSocket connections open now");
+    describe_counter!(CONNECTIONS_TOTAL, "WebSocket connections accepted");
+    describe_counter!(CONNECTIONS_REFUSED, "WebSocket upgrades refused, by reason");
+    describe_gauge!(SUBSCRIPTIONS, "Client subscriptions held now");
+    describe_gauge!(BACKEND_SUBSCRIPTIONS, "Backend channels this node is subscribed to");
+    describe_counter!(
+        MESSAGES_PUBLISHED,
+        "Messages published by clients and the HTTP API, by route"
+    );
+    describe_counter!(MESSAGES_RECEIVED, "Messages received from backends, by backend");
+    describe_counter!(MESSAGES_DELIVERED, "Frames queued to local subscribers");
+    describe_counter!(MESSAGES_DROPPED, "Messages dropped, by reason");
+    describe_counter!(
+        SLOW_CONSUMER_DISCONNECTS,
+        "Connections closed with 4001 because their outbound queue overflowed"
+    );
+    describe_counter!(CLIENT_ERRORS, "Error frames sent to clients, by code");
+    describe_histogram!(
+        BACKEND_PUBLISH_SECONDS,
+        Unit::Seconds,
+        "Time a backend publish took, by backend"
+    );
+    describe_counter!(CONFIG_RELOADS, "Config reloads, by result");
+}
+
+/// Handles used on hot paths.
+#[derive(Clone)]
+pub struct Metrics {
+    pub connections: Gauge,
+    pub connections_total: Counter,
+    pub refused_capacity: Counter,
+    pub refused_auth: Counter,
+    pub subscriptions: Gauge,
+    pub backend_subscriptions: Gauge,
+    pub delivered: Counter,
+    pub dropped_no_subscriber: Counter,
+    pub dropped_closed: Counter,
+    pub slow_consumers: Counter,
+    pub reload_ok: Counter,
+    pub reload_failed: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            connections: gauge!(CONNECTIONS),
+            connections_total: counter!(CONNECTIONS_TOTAL),
+            refused_capacity: counter!(CONNECTIONS_REFUSED, "reason" => "capacity"),
+            refused_auth: counter!(CONNECTIONS_REFUSED, "reason" => "auth"),
+            subscriptions: gauge!(SUBSCRIPTIONS),
+            backend_subscriptions: gauge!(BACKEND_SUBSCRIPTIONS),
+            delivered: counter!(MESSAGES_DELIVERED),
+            dropped_no_subscriber: counter!(MESSAGES_DROPPED, "reason" => "no_subscriber"),
+            dropped_closed: counter!(MESSAGES_DROPPED, "reason" => "connection_closing"),
+            slow_consumers: counter!(SLOW_CONSUMER_DISCONNECTS),
+            reload_ok: counter!(CONFIG_RELOADS, "result" => "ok"),
+            reload_failed: counter!(CONFIG_RELOADS, "result" => "failed"),
+        }
+    }
+
+    pub fn client_error(code: crate::protocol::ErrorCode) {
+        counter!(CLIENT_ERRORS, "code" => code.as_str()).increment(1);
+    }
+
+    pub fn received(backend: &str) -> Counter {
+        counter!(MESSAGES_RECEIVED, "backend" => backend.to_string())
+    }
+
+    pub fn published(route: &str) -> Counter {
+        counter!(MESSAGES_PUBLISHED, "route" => route.to_string())
+    }
+
+    pub fn publish_latency(backend: &str) -> Histogram {
+        histogram!(BACKEND_PUBLISH_SECONDS, "backend" => backend.to_string())
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,357 @@
+//! Wire frames of the client protocol (PRODUCT.md §2): decoding client frames and encoding
+//! server frames.
+//!
+//! Decoding borrows from the received text and keeps `data` as raw JSON, so a publish is never
+//! parsed into a tree and re-serialized: the bytes the publisher sent are spliced into the
+//! `message` frame that subscribers receive.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Error codes of `{"op":"error"}` frames and of HTTP API error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    InvalidChannel,
+    NoRoute,
+    Forbidden,
+    TooLarge,
+    RateLimited,
+    Unavailable,
+    NotFound,
+    Unauthorized,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::InvalidChannel => "invalid_channel",
+            ErrorCode::NoRoute => "no_route",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+/// A client frame's operation.
+#[derive(Debug)]
+pub enum ClientOp<'a> {
+    Subscribe { channel: Cow<'a, str> },
+    Unsubscribe { channel: Cow<'a, str> },
+    Publish { channel: Cow<'a, str>, data: &'a RawValue },
+    Send { to: Cow<'a, str>, data: &'a RawValue },
+    Ping,
+}
+
+/// A decoded client frame.
+#[derive(Debug)]
+pub struct ClientFrame<'a> {
+    /// The request id, as raw JSON (a number or a string), echoed in the answer.
+    pub id: Option<&'a RawValue>,
+    pub op: ClientOp<'a>,
+}
+
+/// A frame that could not be decoded; answered with an `error` frame.
+#[derive(Debug)]
+pub struct DecodeError<'a> {
+    pub id: Option<&'a RawValue>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Every field as raw JSON, so that a mistyped field is reported as such (with the frame's id)
+/// instead of failing the whole decode.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    op: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    channel: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    to: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+}
+
+fn bad<'a>(id: Option<&'a RawValue>, message: impl Into<String>) -> DecodeError<'a> {
+    DecodeError { id, code: ErrorCode::BadRequest, message: message.into() }
+}
+
+fn string_field<'a>(
+    id: Option<&'a RawValue>,
+    name: &str,
+    raw: Option<&'a RawValue>,
+) -> Result<Cow<'a, str>, DecodeError<'a>> {
+    let raw = raw.ok_or_else(|| bad(id, format!("missing field `{name}`")))?;
+    // Cow<str> only borrows when serde is told to; a string with escapes is owned.
+    #[derive(Deserialize)]
+    struct S<'b>(#[serde(borrow)] Cow<'b, str>);
+    serde_json::from_str::<S<'a>>(raw.get())
+        .map(|s| s.0)
+        .map_err(|_| bad(id, format!("field `{name}` must be a string")))
+}
+
+/// Decodes one client frame.
+pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError<'_>> {
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with('{') {
+        return Err(bad(
+            None,
+            if serde_json::from_str::<&RawValue>(text).is_ok() {
+                "frame must be a JSON object"
+            } else {
+                "frame is not JSON"
+            },
+        ));
+    }
+    let wire: Wire<'_> = serde_json::from_str(text)
+        .map_err(|e| bad(None, format!("frame is not valid JSON: {e}")))?;
+    let id = match wire.id {
+        Some(raw) if raw.get() == "null" => None,
+        Some(raw) => {
+            let first = raw.get().as_bytes().first().copied().unwrap_or(b' ');
+            if !(first == b'"' || first == b'-' || first.is_ascii_digit()) {
+                return Err(bad(None, "field `id` must be a number or a string"));
+            }
+            Some(raw)
+        }
+        None => None,
+    };
+    let Some(op_raw) = wire.op else {
+        // The original design's frame shape: {"channel": C, "payload": P}.
+        if wire.channel.is_some() && wire.payload.is_some() {
+            let channel = string_field(id, "channel", wire.channel)?;
+            let data = wire.payload.ok_or_else(|| bad(id, "missing field `payload`"))?;
+            return Ok(ClientFrame { id, op: ClientOp::Publish { channel, data } });
+        }
+        return Err(bad(id, "missing field `op`"));
+    };
+    let op = string_field(id, "op", Some(op_raw))?;
+    let op = match &*op {
+        "subscribe" => ClientOp::Subscribe { channel: string_field(id, "channel", wire.channel)? },
+        "unsubscribe" => {
+            ClientOp::Unsubscribe { channel: string_field(id, "channel", wire.channel)? }
+        }
+        "publish" => ClientOp::Publish {
+            channel: string_field(id, "channel", wire.channel)?,
+            data: wire.data.ok_or_else(|| bad(id, "missing field `data`"))?,
+        },
+        "send" => ClientOp::Send {
+            to: string_field(id, "to", wire.to)?,
+            data: wire.data.ok_or_else(|| bad(id, "missing field `data`"))?,
+        },
+        "ping" => ClientOp::Ping,
+        other => {
+            return Err(bad(
+                id,
+                format!(
+                    "unknown op {other:?}; expected subscribe, unsubscribe, publish, send or ping"
+                ),
+            ))
+        }
+    };
+    Ok(ClientFrame { id, op })
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail; serde_json escapes exactly as JSON requires.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn push_id(out: &mut Vec<u8>, id: Option<&RawValue>) {
+    if let Some(id) = id {
+        out.extend_from_slice(b",\"id\":");
+        out.extend_from_slice(id.get().as_bytes());
+    }
+}
+
+/// Server frames, encoded straight into bytes.
+pub mod encode {
+    use super::*;
+
+    pub fn welcome(conn: &str, node: &str) -> Bytes {
+        let mut out = Vec::with_capacity(48 + conn.len() + node.len());
+        out.extend_from_slice(b"{\"op\":\"welcome\",\"conn\":");
+        push_str(&mut out, conn);
+        out.extend_from_slice(b",\"node\":");
+        push_str(&mut out, node);
+        out.push(b'}');
+        out.into()
+    }
+
+    pub fn ok(id: Option<&RawValue>) -> Bytes {
+        let mut out = Vec::with_capacity(24);
+        out.extend_from_slice(b"{\"op\":\"ok\"");
+        push_id(&mut out, id);
+        out.push(b'}');
+        out.into()
+    }
+
+    pub fn pong(id: Option<&RawValue>) -> Bytes {
+        let mut out = Vec::with_capacity(24);
+        out.extend_from_slice(b"{\"op\":\"pong\"");
+        push_id(&mut out, id);
+        out.push(b'}');
+        out.into()
+    }
+
+    pub fn error(id: Option<&RawValue>, code: ErrorCode, message: &str) -> Bytes {
+        let mut out = Vec::with_capacity(48 + message.len());
+        out.extend_from_slice(b"{\"op\":\"error\"");
+        push_id(&mut out, id);
+        out.extend_from_slice(b",\"code\":\"");
+        out.extend_from_slice(code.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"message\":");
+        push_str(&mut out, message);
+        out.push(b'}');
+        out.into()
+    }
+
+    /// `{"op":"message",...}`: what a publish becomes for subscribers. `data` is the publisher's
+    /// raw JSON; `user` the publisher's verified identity.
+    pub fn message(channel: &str, data: &str, user: Option<&str>) -> Bytes {
+        let mut out = Vec::with_capacity(48 + channel.len() + data.len());
+        out.extend_from_slice(b"{\"op\":\"message\",\"channel\":");
+        push_str(&mut out, channel);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data.as_bytes());
+        if let Some(user) = user {
+            out.extend_from_slice(b",\"user\":");
+            push_str(&mut out, user);
+        }
+        out.push(b'}');
+        out.into()
+    }
+
+    pub fn direct(from: &str, data: &str, user: Option<&str>) -> Bytes {
+        let mut out = Vec::with_capacity(48 + from.len() + data.len());
+        out.extend_from_slice(b"{\"op\":\"direct\",\"from\":");
+        push_str(&mut out, from);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data.as_bytes());
+        if let Some(user) = user {
+            out.extend_from_slice(b",\"user\":");
+            push_str(&mut out, user);
+        }
+        out.push(b'}');
+        out.into()
+    }
+
+    pub fn unsubscribed(channel: &str, reason: &str) -> Bytes {
+        let mut out = Vec::with_capacity(64 + channel.len());
+        out.extend_from_slice(b"{\"op\":\"unsubscribed\",\"channel\":");
+        push_str(&mut out, channel);
+        out.extend_from_slice(b",\"reason\":");
+        push_str(&mut out, reason);
+        out.push(b'}');
+        out.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(b: &Bytes) -> serde_json::Value {
+        serde_json::from_slice(b).expect("server frames are JSON")
+    }
+
+    #[test]
+    fn decodes_every_op() {
+        let f = decode(r#"{"op":"subscribe","channel":"room.42","id":1}"#).expect("frame");
+        assert!(matches!(f.op, ClientOp::Subscribe { ref channel } if channel == "room.42"));
+        assert_eq!(f.id.map(|i| i.get()), Some("1"));
+        let f = decode(r#"{"op":"publish","channel":"r","data":{"text":"hi"},"id":"x"}"#)
+            .expect("frame");
+        match f.op {
+            ClientOp::Publish { channel, data } => {
+                assert_eq!(channel, "r");
+                assert_eq!(data.get(), r#"{"text":"hi"}"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decode(r#"{"op":"ping"}"#).expect("ping").op, ClientOp::Ping));
+        assert!(matches!(
+            decode(r#"{"op":"send","to":"n1:7","data":1}"#).expect("send").op,
+            ClientOp::Send { .. }
+        ));
+        assert!(matches!(
+            decode(r#"{"op":"unsubscribe","channel":"a"}"#).expect("unsub").op,
+            ClientOp::Unsubscribe { .. }
+        ));
+    }
+
+    #[test]
+    fn original_frame_shape_is_a_publish() {
+        let f = decode(r#"{"channel":"room.1","payload":"hello"}"#).expect("frame");
+        assert!(
+            matches!(f.op, ClientOp::Publish { ref channel, data } if channel == "room.1" && data.get() == "\"hello\"")
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_bad_requests_with_their_id() {
+        for (text, id, needle) in [
+            ("not json", None, "not JSON"),
+            ("[1,2]", None, "object"),
+            (r#"{"id":3}"#, Some("3"), "missing field `op`"),
+            (r#"{"op":"dance","id":4}"#, Some("4"), "unknown op"),
+            (r#"{"op":"subscribe","channel":5,"id":5}"#, Some("5"), "must be a string"),
+            (r#"{"op":"publish","channel":"a","id":6}"#, Some("6"), "`data`"),
+            (r#"{"op":7}"#, None, "`op` must be a string"),
+            (r#"{"op":"ping","id":{}}"#, None, "`id`"),
+            ("{\"op\":\"ping\"", None, "not valid JSON"),
+        ] {
+            let e = decode(text).expect_err(text);
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert_eq!(e.id.map(|i| i.get()), id, "{text}");
+            assert!(e.message.contains(needle), "{text}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn escaped_strings_decode() {
+        let f = decode(r#"{"op":"subscribe","channel":"a\u002eb"}"#).expect("frame");
+        assert!(matches!(f.op, ClientOp::Subscribe { ref channel } if channel == "a.b"));
+    }
+
+    #[test]
+    fn server_frames_are_valid_json() {
+        let id = RawValue::from_string("\"q\"".into()).expect("raw");
+        assert_eq!(json(&encode::ok(Some(&id))), serde_json::json!({"op":"ok","id":"q"}));
+        assert_eq!(json(&encode::pong(None)), serde_json::json!({"op":"pong"}));
+        assert_eq!(
+            json(&encode::error(Some(&id), ErrorCode::NoRoute, "no \"rule\"")),
+            serde_json::json!({"op":"error","id":"q","code":"no_route","message":"no \"rule\""})
+        );
+        assert_eq!(
+            json(&encode::message("r.1", r#"{"a":[1]}"#, Some("al\"ice"))),
+            serde_json::json!({"op":"message","channel":"r.1","data":{"a":[1]},"user":"al\"ice"})
+        );
+        assert_eq!(
+            json(&encode::direct("n:1", "2", None)),
+            serde_json::json!({"op":"direct","from":"n:1","data":2})
+        );
+        assert_eq!(
+            json(&encode::welcome("n:1", "n")),
+            serde_json::json!({"op":"welcome","conn":"n:1","node":"n"})
+        );
+        assert_eq!(
+            json(&encode::unsubscribed("a", "forbidden")),
+            serde_json::json!({"op":"unsubscribed","channel":"a","reason":"forbidden"})
+        );
+    }
+}
