@@ -1,0 +1,55 @@
+//! Redis backends for switchyard: `redis` (one standalone server) and `redis-cluster`
+//! (Redis Cluster with sharded pub/sub).
+//!
+//! Layout:
+//! - [`standalone`]: [`RedisBackend`], PUBLISH/SUBSCRIBE on one server.
+//! - [`cluster`]: [`RedisClusterBackend`], SPUBLISH/SSUBSCRIBE routed by slot to the owning
+//!   master, with a subscription manager that re-routes channels after failover and slot
+//!   migration.
+//! - `subscriber`: one hand-driven subscriber connection that owns its channel set and
+//!   re-applies it channel by channel after reconnects.
+//! - `publisher`: long-lived multiplexed publisher connections (pipelined, no per-message
+//!   pool checkout) with background reconnect.
+//! - `slot`, `topology`, `resp`, `backoff`: cluster key slots, the slot map, the RESP2 codec
+//!   of the subscriber connections, reconnect backoff.
+//! - [`metrics`]: metric names and descriptions.
+//! - `testing` (feature `testing`): starts real `redis-server` processes for tests.
+//!
+//! Both backends start even when Redis is unreachable: they log a warning, fail
+//! [`Backend::ready`](switchyard_backend::Backend::ready), answer `publish` with
+//! `Unavailable` and heal by themselves when Redis comes back.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod backoff;
+pub mod cluster;
+pub mod metrics;
+mod options;
+mod publisher;
+mod resp;
+pub mod slot;
+pub mod standalone;
+mod subscriber;
+mod topology;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::time::Duration;
+
+pub use options::{ConnectionOptions, RedisClusterOptions, RedisOptions};
+pub use standalone::RedisBackend;
+use switchyard_backend::{Backend, BackendError};
+
+/// Polls `ready()` until it succeeds or `within` has passed (then returns its last error).
+pub async fn wait_ready(backend: &dyn Backend, within: Duration) -> Result<(), BackendError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match backend.ready().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Publisher connections: a multiplexed redis-rs connection per server, kept alive by a small
+//! reconnect task.
+//!
+//! Why not a deadpool-redis checkout per publish: a checkout costs a round trip of its own on
+//! recycle (and on Redis Cluster a PING to every master), while one multiplexed connection
+//! pipelines any number of concurrent publishes on one socket. So each publisher is a
+//! long-lived connection that many tasks use at once; when it breaks, publishes answer
+//! `Unavailable` at once (never a hang) and the task reconnects with backoff.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, RedisError, Value};
+use switchyard_backend::BackendError;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::metrics::Metrics;
+use crate::options::{ConnectionOptions, Endpoint};
+
+struct Live {
+    generation: u64,
+    conn: MultiplexedConnection,
+}
+
+/// One publisher connection to one Redis server.
+pub(crate) struct Publisher {
+    addr: String,
+    live: ArcSwapOption<Live>,
+    broken: Notify,
+    generation: AtomicU64,
+    options: ConnectionOptions,
+    metrics: Metrics,
+}
+
+/// Why a publish failed.
+pub(crate) enum PublishError {
+    /// Redis answered MOVED: the slot belongs to another master (`host`, `port`).
+    Moved(String, u16),
+    /// Nothing could be handed to Redis.
+    Unavailable(String),
+    /// Redis refused the command for good.
+    Refused(String),
+}
+
+impl From<PublishError> for BackendError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Moved(host, port) => {
+                BackendError::Unavailable(format!("slot moved to {host}:{port}"))
+            }
+            PublishError::Unavailable(m) => BackendError::Unavailable(m),
+            PublishError::Refused(m) => BackendError::Invalid(m),
+        }
+    }
+}
+
+impl Publisher {
+    /// Starts the connection task; the first connect happens in the background, so a Redis
+    /// that is down at start does not block or fail the broker's start.
+    pub(crate) fn spawn(
+        endpoint: &Endpoint,
+        options: &ConnectionOptions,
+        metrics: Metrics,
+        stop: CancellationToken,
+    ) -> Result<Arc<Publisher>, BackendError> {
+        let client = redis::Client::open(endpoint.info.clone())
+            .map_err(|e| BackendError::Invalid(format!("redis {}: {e}", endpoint.addr())))?;
+        let publisher = Arc::new(Publisher {
+            addr: endpoint.addr(),
+            live: ArcSwapOption::empty(),
+            broken: Notify::new(),
+            generation: AtomicU64::new(0),
+            options: options.clone(),
+            metrics,
+        });
+        tokio::spawn(reconnect_loop(Arc::downgrade(&publisher), client, stop));
+        Ok(publisher)
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.live.load().is_some()
+    }
+
+    /// Sends one command on the shared connection, bounded by the command timeout.
+    pub(crate) async fn run(&self, cmd: &Cmd) -> Result<Value, PublishError> {
+        let Some(live) = self.live.load_full() else {
+            return Err(PublishError::Unavailable(format!("redis {} is not connected", self.addr)));
+        };
+        let mut conn = live.conn.clone();
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.options.command_timeout, async {
+            conn.send_packed_command(cmd).await
+        })
+        .await;
+        match result {
+            Ok(Ok(value)) => {
+                self.metrics.published(started.elapsed());
+                Ok(value)
+            }
+            Ok(Err(e)) => Err(self.classify(live.generation, e)),
+            Err(_) => {
+                self.mark_broken(live.generation);
+                Err(PublishError::Unavailable(format!(
+                    "redis {} did not answer within {:?}",
+                    self.addr, self.options.command_timeout
+                )))
+            }
+        }
+    }
+
+    fn classify(&self, generation: u64, e: RedisError) -> PublishError {
+        if let Some((host, port)) = e.redirect_node() {
+            return PublishError::Moved(host.to_owned(), port);
+        }
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_unrecoverable_error()
+            || e.is_timeout()
+            || e.is_connection_refusal()
+        {
+            self.mark_broken(generation);
+            return PublishError::Unavailable(format!("redis {}: {e}", self.addr));
+        }
+        match e.code() {
+            // Transient cluster states: the caller may retry.
+            Some("CLUSTERDOWN" | "TRYAGAIN" | "LOADING" | "MASTERDOWN" | "READONLY") => {
+                PublishError::Unavailable(format!("redis {}: {e}", self.addr))
+            }
+            _ => PublishError::Refused(format!("redis {}: {e}", self.addr)),
+        }
+    }
+
+    /// Drops the connection of `generation` (not a newer one) and wakes the reconnect task.
+    fn mark_broken(&self, generation: u64) {
+        let current = self.live.load();
+        if current.as_ref().is_some_and(|l| l.generation == generation) {
+            self.live.store(None);
+            self.broken.notify_one();
+        }
+    }
+}
+
+async fn reconnect_loop(
+    publisher: std::sync::Weak<Publisher>,
+    client: redis::Client,
+    stop: CancellationToken,
+) {
+    let mut ever_connected = false;
+    let mut failures = 0u32;
+    let mut backoff = {
+        let Some(p) = publisher.upgrade() else { return };
+        Backoff::new(p.options.reconnect_min, p.options.reconnect_max)
+    };
+    loop {
+        let Some(p) = publisher.upgrade() else { return };
+        if let Some(live) = p.live.load_full() {
+            // Wait until a publish finds the connection broken, and PING now and then so an
+            // idle connection that died is noticed (and `ready()` turns false) without waiting
+            // for the next publish to fail.
+            let ping_interval = p.options.ping_interval;
+            let command_timeout = p.options.command_timeout;
+            drop(p);
+            let mut conn = live.conn.clone();
+            let broken = tokio::select! {
+                _ = async {
+                    match publisher.upgrade() {
+                        Some(p) => p.broken.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => false,
+                _ = tokio::time::sleep(ping_interval) => {
+                    let cmd = redis::cmd("PING");
+                    let ping = tokio::time::timeout(command_timeout, cmd.query_async::<()>(&mut conn));
+                    !matches!(ping.await, Ok(Ok(())))
+                }
+                _ = stop.cancelled() => return,
+            };
+            if broken {
+                if let Some(p) = publisher.upgrade() {
+                    p.mark_broken(live.generation);
+                }
+            }
+            continue;
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(p.options.connect_timeout))
+            .set_response_timeout(Some(p.options.command_timeout));
+        let attempt = tokio::select! {
+            r = client.get_multiplexed_async_connection_with_config(&config) => r,
+            _ = stop.cancelled() => return,
+        };
+        match attempt {
+            Ok(conn) => {
+                if ever_connected {
+                    p.metrics.reconnects.increment(1);
+                    tracing::info!(addr = %p.addr, "redis publisher reconnected");
+                }
+                ever_connected = true;
+                failures = 0;
+                backoff.reset();
+                let generation = p.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                p.live.store(Some(Arc::new(Live { generation, conn })));
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures.is_power_of_two() {
+                    tracing::warn!(addr = %p.addr, attempt = failures, error = %e,
+                        "redis publisher connection failed; publishes answer unavailable until it is back");
+                }
+                drop(p);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {},
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! `kind = "redis"`: one standalone Redis server.
+//!
+//! Publishes go over a few multiplexed publisher connections (pipelined); subscriptions are
+//! spread over a fixed number of subscriber connections by a hash of the channel name, so each
+//! channel is subscribed exactly once per backend instance.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use switchyard_backend::{Backend, BackendError, Incoming};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::options::{Endpoint, RedisOptions};
+use crate::publisher::Publisher;
+use crate::slot::key_slot;
+use crate::subscriber::{await_confirmation, Command, Mode, SubscriberHandle};
+
+/// The `redis` backend. See [`RedisBackend::connect`].
+pub struct RedisBackend {
+    options: RedisOptions,
+    publishers: Vec<Arc<Publisher>>,
+    subscribers: Vec<SubscriberHandle>,
+    incoming: Mutex<Option<Incoming>>,
+    stop: CancellationToken,
+}
+
+pub(crate) const KIND: &str = "redis";
+
+impl RedisBackend {
+    /// Builds the backend and starts its connections in the background.
+    ///
+    /// Fails only for invalid options (a malformed URL, zero connections), as
+    /// [`BackendError::Invalid`]. An unreachable Redis is *not* an error: the backend starts
+    /// degraded, logs a warning, reconnects with backoff, answers `publish` with
+    /// `Unavailable` and fails [`Backend::ready`] until Redis is reachable. Operators expect a
+    /// broker to come up and heal when Redis comes back rather than crash-loop. Callers that
+    /// want to fail fast can poll [`Backend::ready`] (or use [`RedisBackend::connect_and_wait`]).
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn connect(options: RedisOptions) -> Result<RedisBackend, BackendError> {
+        if options.subscriber_connections == 0 || options.publisher_connections == 0 {
+            return Err(BackendError::Invalid(
+                "redis backend needs at least one subscriber and one publisher connection".into(),
+            ));
+        }
+        let endpoint = Endpoint::parse(&options.url)?;
+        let metrics = Metrics::new(KIND);
+        let stop = CancellationToken::new();
+        let (tx, incoming) = Incoming::channel(options.connection.incoming_capacity);
+        let publishers = (0..options.publisher_connections)
+            .map(|_| {
+                Publisher::spawn(&endpoint, &options.connection, metrics.clone(), stop.clone())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let subscribers = (0..options.subscriber_connections)
+            .map(|_| {
+                SubscriberHandle::spawn(
+                    endpoint.clone(),
+                    Mode::Plain,
+                    options.connection.clone(),
+                    tx.clone(),
+                    None,
+                    metrics.clone(),
+                )
+            })
+            .collect();
+        Ok(RedisBackend {
+            options,
+            publishers,
+            subscribers,
+            incoming: Mutex::new(Some(incoming)),
+            stop,
+        })
+    }
+
+    /// Like [`RedisBackend::connect`], then waits up to `within` for [`Backend::ready`], for
+    /// callers that prefer to fail fast when Redis is unreachable at start.
+    pub async fn connect_and_wait(
+        options: RedisOptions,
+        within: std::time::Duration,
+    ) -> Result<RedisBackend, BackendError> {
+        let backend = RedisBackend::connect(options)?;
+        crate::wait_ready(&backend, within).await?;
+        Ok(backend)
+    }
+
+    fn shard(&self, channel: &str, n: usize) -> usize {
+        usize::from(key_slot(channel.as_bytes())) % n
+    }
+}
+
+#[async_trait]
+impl Backend for RedisBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError> {
+        let publisher = &self.publishers[self.shard(channel, self.publishers.len())];
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(payload.as_ref());
+        match publisher.run(&cmd).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<(), BackendError> {
+        let (tx, rx) = oneshot::channel();
+        let subscriber = &self.subscribers[self.shard(channel, self.subscribers.len())];
+        if !subscriber.send(Command::Subscribe { channel: Arc::from(channel), waiters: vec![tx] }) {
+            return Err(BackendError::Unavailable("redis backend is shut down".into()));
+        }
+        await_confirmation(rx, self.options.connection.command_timeout, "subscribe").await
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> Result<(), BackendError> {
+        let (tx, rx) = oneshot::channel();
+        let subscriber = &self.subscribers[self.shard(channel, self.subscribers.len())];
+        if !subscriber.send(Command::Unsubscribe { channel: Arc::from(channel), done: tx }) {
+            return Ok(());
+        }
+        await_confirmation(rx, self.options.connection.command_timeout, "unsubscribe").await
+    }
+
+    fn take_incoming(&self) -> Option<Incoming> {
+        self.incoming.lock().ok()?.take()
+    }
+
+    async fn ready(&self) -> Result<(), BackendError> {
+        let subscribers = self.subscribers.iter().filter(|s| s.is_connected()).count();
+        let publishers = self.publishers.iter().filter(|p| p.is_connected()).count();
+        if subscribers == self.subscribers.len() && publishers == self.publishers.len() {
+            Ok(())
+        } else {
+            Err(BackendError::Unavailable(format!(
+                "redis {}: {subscribers}/{} subscriber and {publishers}/{} publisher connections up",
+                self.options.url,
+                self.subscribers.len(),
+                self.publishers.len()
+            )))
+        }
+    }
+
+    async fn shutdown(&self) {
+        self.stop.cancel();
+        for s in &self.subscribers {
+            s.send(Command::Shutdown);
+        }
+    }
+}
+
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        for s in &self.subscribers {
+            s.send(Command::Shutdown);
+        }
+    }
+}

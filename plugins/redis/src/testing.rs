@@ -1,0 +1,399 @@
+//! Test harness: real `redis-server` processes on free ports, in temporary directories, killed
+//! on Drop. Readiness is always polled (PING, `cluster_state:ok`), never slept for.
+//!
+//! Every helper panics with a clear message when something is wrong, and in particular when
+//! `redis-server` is not on PATH: a test that needs Redis must fail, never pass silently.
+//!
+//! The helpers are synchronous (they block); call them from a multi-threaded tokio runtime
+//! (`#[tokio::test(flavor = "multi_thread")]`) so the backends' tasks keep running meanwhile.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use tempfile::TempDir;
+
+use crate::slot::key_slot;
+use crate::topology::parse_cluster_slots;
+
+/// How long any readiness wait may take before the harness panics.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Cluster node timeout of test clusters: short, so a killed master fails over in ~2 s.
+pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 1000;
+
+fn require_redis_server() {
+    match Command::new("redis-server").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        _ => panic!(
+            "redis-server is not on PATH: these tests need a real Redis \
+             (install it, e.g. `apt-get install redis-server`)"
+        ),
+    }
+}
+
+/// A port that is free, and (for cluster nodes) whose cluster bus port `port + 10000` is too.
+fn free_port(cluster: bool) -> u16 {
+    for _ in 0..200 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local addr").port();
+        if !cluster {
+            return port;
+        }
+        if port < 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+    panic!("found no free port pair for a redis cluster node");
+}
+
+/// One `redis-server` process.
+pub struct RedisServer {
+    port: u16,
+    cluster: bool,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a standalone server on a free port and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(false)
+    }
+
+    fn start_with(cluster: bool) -> RedisServer {
+        require_redis_server();
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-redis-test")
+            .tempdir()
+            .expect("create a temp dir for redis-server");
+        let mut server = RedisServer { port: free_port(cluster), cluster, dir, child: None };
+        server.spawn();
+        server
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.log_path());
+        if self.cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", &CLUSTER_NODE_TIMEOUT_MS.to_string()])
+                // Replicas may fail over however stale they are: tests kill masters at will.
+                .args(["--cluster-replica-validity-factor", "0"]);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = cmd.spawn().expect("spawn redis-server");
+        self.child = Some(child);
+        self.wait_ping();
+    }
+
+    fn wait_ping(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "redis-server on port {} exited with {status} during start; log:\n{}",
+                        self.port,
+                        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+                    );
+                }
+            }
+            if self.try_query(&mut redis::cmd("PING")).is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not answer PING within {READY_TIMEOUT:?}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn try_query(&self, cmd: &mut redis::Cmd) -> redis::RedisResult<Value> {
+        let client = redis::Client::open(self.url())?;
+        let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
+        con.set_read_timeout(Some(Duration::from_secs(5)))?;
+        cmd.query(&mut con)
+    }
+
+    /// Runs a command on this server; panics on failure.
+    pub fn query(&self, cmd: &mut redis::Cmd) -> Value {
+        self.try_query(cmd)
+            .unwrap_or_else(|e| panic!("redis command on port {} failed: {e}", self.port))
+    }
+
+    /// Kills the process (SIGKILL: no goodbye to clients or to the cluster) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (and, in a cluster, with the same node id and
+    /// `nodes.conf`), and waits until it answers PING.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// `CLIENT KILL TYPE pubsub`: drops every subscriber connection; returns how many.
+    pub fn kill_pubsub_clients(&self) -> i64 {
+        match self.query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub")) {
+            Value::Int(n) => n,
+            other => panic!("unexpected CLIENT KILL reply {other:?}"),
+        }
+    }
+
+    /// `PUBSUB NUMSUB channel`: subscribers of a (non-sharded) channel on this server.
+    pub fn numsub(&self, channel: &str) -> i64 {
+        second_int(self.query(redis::cmd("PUBSUB").arg("NUMSUB").arg(channel)))
+    }
+
+    /// `PUBSUB SHARDNUMSUB channel`: subscribers of a shard channel on this server.
+    pub fn shardnumsub(&self, channel: &str) -> i64 {
+        second_int(self.query(redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel)))
+    }
+
+    /// `CLUSTER MYID`.
+    pub fn node_id(&self) -> String {
+        redis::FromRedisValue::from_redis_value(self.query(redis::cmd("CLUSTER").arg("MYID")))
+            .expect("CLUSTER MYID is a string")
+    }
+
+    fn info(&self, section: &str) -> String {
+        self.try_query(
+            redis::cmd(if self.cluster && section == "cluster" { "CLUSTER" } else { "INFO" })
+                .arg(if section == "cluster" { "INFO" } else { section }),
+        )
+        .ok()
+        .and_then(|v| redis::FromRedisValue::from_redis_value(v).ok())
+        .unwrap_or_default()
+    }
+
+    /// The port of the master serving `slot`, as this node sees it.
+    pub fn slot_owner(&self, slot: u16) -> Option<u16> {
+        let reply = self.try_query(redis::cmd("CLUSTER").arg("SLOTS")).ok()?;
+        parse_cluster_slots(&reply)
+            .ok()?
+            .into_iter()
+            .find(|r| r.start <= slot && slot <= r.end)
+            .map(|r| r.port)
+    }
+}
+
+fn second_int(v: Value) -> i64 {
+    match v {
+        Value::Array(items) => match items.get(1) {
+            Some(Value::Int(n)) => *n,
+            other => panic!("unexpected NUMSUB entry {other:?}"),
+        },
+        other => panic!("unexpected NUMSUB reply {other:?}"),
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Redis Cluster of masters (and optionally one replica per master), built by hand with
+/// CLUSTER ADDSLOTSRANGE / MEET / REPLICATE so which node is which is known.
+pub struct RedisCluster {
+    /// `masters[i]` serves the i-th equal share of the slots (after a failover, the promoted
+    /// replica takes its place here).
+    pub masters: Vec<RedisServer>,
+    /// `replicas[i]` replicates `masters[i]` (empty without replicas).
+    pub replicas: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts `masters` masters (3 in the usual tests), each with `replicas` replicas (0 or 1),
+    /// and waits until every node reports `cluster_state:ok` and agrees on the slot map.
+    pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        assert!(masters > 0 && replicas <= 1, "supported: n masters with 0 or 1 replica each");
+        let masters: Vec<RedisServer> =
+            (0..masters).map(|_| RedisServer::start_with(true)).collect();
+        let replicas: Vec<RedisServer> = if replicas == 1 {
+            (0..masters.len()).map(|_| RedisServer::start_with(true)).collect()
+        } else {
+            Vec::new()
+        };
+        let share = 16384 / masters.len();
+        for (i, m) in masters.iter().enumerate() {
+            let start = i * share;
+            let end = if i + 1 == masters.len() { 16383 } else { start + share - 1 };
+            m.query(redis::cmd("CLUSTER").arg("ADDSLOTSRANGE").arg(start).arg(end));
+        }
+        let first = &masters[0];
+        for node in masters.iter().chain(replicas.iter()).skip(1) {
+            node.query(redis::cmd("CLUSTER").arg("MEET").arg("127.0.0.1").arg(first.port()));
+        }
+        for (m, r) in masters.iter().zip(replicas.iter()) {
+            let id = m.node_id();
+            // The replica must have learned of its master through gossip first.
+            wait_until(&format!("replica {} to learn master {id}", r.port()), || {
+                r.try_query(redis::cmd("CLUSTER").arg("REPLICATE").arg(&id)).is_ok()
+            });
+        }
+        let cluster = RedisCluster { masters, replicas };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Seed URLs: every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.masters.iter().chain(self.replicas.iter()).map(RedisServer::url).collect()
+    }
+
+    /// Waits until every running node says `cluster_state:ok`, agrees on the owner of every
+    /// master's first slot, and (with replicas) every replica is in sync.
+    pub fn wait_ok(&self) {
+        wait_until("cluster_state:ok on every node", || {
+            let live: Vec<&RedisServer> = self
+                .masters
+                .iter()
+                .chain(self.replicas.iter())
+                .filter(|n| n.is_running())
+                .collect();
+            let ok = live.iter().all(|n| n.info("cluster").contains("cluster_state:ok"));
+            let agree = (0..16384u16).step_by(1024).all(|slot| {
+                let owners: Vec<Option<u16>> = live.iter().map(|n| n.slot_owner(slot)).collect();
+                owners[0].is_some() && owners.iter().all(|o| *o == owners[0])
+            });
+            ok && agree
+        });
+    }
+
+    /// The index in `masters` of the master serving `channel`'s slot.
+    pub fn master_index_of(&self, channel: &str) -> usize {
+        let slot = key_slot(channel.as_bytes());
+        let port = self
+            .masters
+            .iter()
+            .filter(|m| m.is_running())
+            .find_map(|m| m.slot_owner(slot))
+            .expect("a running master knows the slot's owner");
+        self.masters
+            .iter()
+            .position(|m| m.port() == port)
+            .expect("the slot owner is one of the masters")
+    }
+
+    /// `PUBSUB SHARDNUMSUB channel` on the master serving it.
+    pub fn shardnumsub(&self, channel: &str) -> i64 {
+        self.masters[self.master_index_of(channel)].shardnumsub(channel)
+    }
+
+    /// `CLIENT KILL TYPE pubsub` on every running node; returns the total killed.
+    pub fn kill_pubsub_clients(&self) -> i64 {
+        self.masters
+            .iter()
+            .chain(self.replicas.iter())
+            .filter(|n| n.is_running())
+            .map(RedisServer::kill_pubsub_clients)
+            .sum()
+    }
+
+    /// Kills master `i` and waits until its replica has been promoted and the cluster is ok
+    /// again. Afterwards `masters[i]` is the promoted replica and `replicas[i]` the dead node.
+    pub fn fail_over(&mut self, i: usize) {
+        assert!(i < self.replicas.len(), "fail_over needs a cluster started with replicas");
+        self.masters[i].kill();
+        let replica = &self.replicas[i];
+        wait_until(&format!("replica {} to be promoted", replica.port()), || {
+            replica.info("replication").contains("role:master")
+        });
+        std::mem::swap(&mut self.masters[i], &mut self.replicas[i]);
+        self.wait_ok();
+    }
+
+    /// Moves `slot` from its current master to `masters[to]` the way `redis-cli --cluster
+    /// reshard` does (IMPORTING/MIGRATING, MIGRATE of its keys, SETSLOT NODE everywhere), and
+    /// waits until every master agrees on the new owner.
+    pub fn migrate_slot(&self, slot: u16, to: usize) {
+        let target = &self.masters[to];
+        let source_port = target.slot_owner(slot).expect("slot has an owner");
+        let source = self
+            .masters
+            .iter()
+            .find(|m| m.port() == source_port)
+            .expect("slot owner is a known master");
+        assert_ne!(source.port(), target.port(), "slot {slot} already on master {to}");
+        let (source_id, target_id) = (source.node_id(), target.node_id());
+        target
+            .query(redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("IMPORTING").arg(&source_id));
+        source
+            .query(redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("MIGRATING").arg(&target_id));
+        loop {
+            let keys: Vec<String> = redis::FromRedisValue::from_redis_value(
+                source.query(redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(100)),
+            )
+            .expect("GETKEYSINSLOT returns keys");
+            if keys.is_empty() {
+                break;
+            }
+            source.query(
+                redis::cmd("MIGRATE")
+                    .arg("127.0.0.1")
+                    .arg(target.port())
+                    .arg("")
+                    .arg(0)
+                    .arg(5000)
+                    .arg("KEYS")
+                    .arg(&keys),
+            );
+        }
+        for node in std::iter::once(target)
+            .chain(std::iter::once(source))
+            .chain(self.masters.iter().filter(|m| m.is_running()))
+        {
+            node.query(redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("NODE").arg(&target_id));
+        }
+        wait_until(&format!("every node to see slot {slot} on port {}", target.port()), || {
+            self.masters
+                .iter()
+                .chain(self.replicas.iter())
+                .filter(|n| n.is_running())
+                .all(|n| n.slot_owner(slot) == Some(target.port()))
+        });
+    }
+}
+
+/// Polls `ready` every 20 ms until it is true; panics naming `what` after [`READY_TIMEOUT`].
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out after {READY_TIMEOUT:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

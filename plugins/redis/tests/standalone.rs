@@ -1,0 +1,179 @@
+//! The redis (standalone) backend on a real redis-server: the conformance suite and fault
+//! tests (subscriber connections killed, Redis restarted, Redis down at start).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchyard_backend::conformance::{self, next, unique, Pair};
+use switchyard_backend::{Backend, BackendError, Incoming};
+use switchyard_redis::testing::RedisServer;
+use switchyard_redis::{wait_ready, RedisBackend, RedisOptions};
+
+fn options(url: String) -> RedisOptions {
+    let mut o = RedisOptions { url, ..RedisOptions::default() };
+    // Fast reconnects and failure detection keep the fault tests short.
+    o.connection.reconnect_min = Duration::from_millis(20);
+    o.connection.reconnect_max = Duration::from_millis(300);
+    o.connection.command_timeout = Duration::from_secs(2);
+    o
+}
+
+async fn backend(server: &RedisServer) -> Arc<RedisBackend> {
+    let b = RedisBackend::connect(options(server.url())).expect("connect");
+    wait_ready(&b, Duration::from_secs(10)).await.expect("ready");
+    Arc::new(b)
+}
+
+/// Publishes `payload` until one arrives on `incoming` with that payload: after a fault the
+/// first publishes may be refused or land before the re-subscription.
+async fn publish_until_delivered(
+    publisher: &dyn Backend,
+    incoming: &mut Incoming,
+    channel: &str,
+    what: &str,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let payload = format!("{what} #{attempt}");
+        let _ = publisher.publish(channel, Bytes::from(payload.clone())).await;
+        match tokio::time::timeout(Duration::from_millis(300), incoming.recv()).await {
+            Ok(Some(m)) => {
+                assert_eq!(&*m.channel, channel);
+                assert!(
+                    m.payload.starts_with(what.as_bytes()),
+                    "unexpected payload {:?}",
+                    m.payload
+                );
+                // Drain copies of earlier attempts that raced with this one.
+                while let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::from_millis(100), incoming.recv()).await
+                {
+                }
+                return;
+            }
+            Ok(None) => panic!("incoming ended"),
+            Err(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "delivery on {channel} did not resume ({what})"
+            ),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_passes_the_conformance_suite() {
+    let server = RedisServer::start();
+    conformance::run_all(|| async {
+        let a: Arc<dyn Backend> = backend(&server).await;
+        let b: Arc<dyn Backend> = backend(&server).await;
+        Pair::new(a, b)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_redis_subscription_per_channel_per_instance() {
+    let server = RedisServer::start();
+    let (a, b) = (backend(&server).await, backend(&server).await);
+    let channels: Vec<String> = (0..20).map(|i| unique(&format!("numsub{i}"))).collect();
+    for ch in &channels {
+        for _ in 0..5 {
+            a.subscribe(ch).await.expect("subscribe a");
+            b.subscribe(ch).await.expect("subscribe b");
+        }
+    }
+    for ch in &channels {
+        assert_eq!(server.numsub(ch), 2, "one subscription per instance for {ch}");
+    }
+    for ch in &channels {
+        a.unsubscribe(ch).await.expect("unsubscribe");
+        assert_eq!(server.numsub(ch), 1, "{ch} after a unsubscribed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_resumes_after_client_kill() {
+    let server = RedisServer::start();
+    let (a, b) = (backend(&server).await, backend(&server).await);
+    let mut a_in = a.take_incoming().expect("incoming");
+    let channels: Vec<String> = (0..10).map(|i| unique(&format!("kill{i}"))).collect();
+    for ch in &channels {
+        a.subscribe(ch).await.expect("subscribe");
+    }
+    let killed = server.kill_pubsub_clients();
+    // Only connections in pub/sub mode count: the 4 of `a` that hold subscriptions.
+    assert_eq!(killed, 4, "expected the subscriber connections of a");
+    wait_ready(&*a, Duration::from_secs(10)).await.expect("ready again");
+    for ch in &channels {
+        publish_until_delivered(&*b, &mut a_in, ch, "after CLIENT KILL").await;
+    }
+    for ch in &channels {
+        assert_eq!(server.numsub(ch), 1, "exactly one re-subscription of {ch}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_resumes_after_redis_restart() {
+    let mut server = RedisServer::start();
+    let (a, b) = (backend(&server).await, backend(&server).await);
+    let mut a_in = a.take_incoming().expect("incoming");
+    let ch = unique("restart");
+    a.subscribe(&ch).await.expect("subscribe");
+    b.publish(&ch, Bytes::from_static(b"before")).await.expect("publish");
+    assert_eq!(next(&mut a_in, "before").await.payload, Bytes::from_static(b"before"));
+
+    server.kill();
+    // While Redis is down: not ready, and publish answers Unavailable promptly.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while a.ready().await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "ready() stayed ok with Redis down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        let started = tokio::time::Instant::now();
+        let result = b.publish(&ch, Bytes::from_static(b"while down")).await;
+        assert!(matches!(result, Err(BackendError::Unavailable(_))), "got {result:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "publish took {:?}", started.elapsed());
+    }
+
+    server.restart();
+    wait_ready(&*a, Duration::from_secs(10)).await.expect("ready after restart");
+    wait_ready(&*b, Duration::from_secs(10)).await.expect("b ready after restart");
+    publish_until_delivered(&*b, &mut a_in, &ch, "after restart").await;
+    b.publish(&ch, Bytes::from_static(b"steady")).await.expect("publish after restart");
+    assert_eq!(next(&mut a_in, "steady").await.payload, Bytes::from_static(b"steady"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_degraded_when_redis_is_down_and_heals() {
+    let mut server = RedisServer::start();
+    let url = server.url();
+    server.kill();
+    let a = RedisBackend::connect(options(url.clone())).expect("starts without redis");
+    let mut a_in = a.take_incoming().expect("incoming");
+    assert!(a.ready().await.is_err());
+    let r = a.publish("x", Bytes::from_static(b"x")).await;
+    assert!(matches!(r, Err(BackendError::Unavailable(_))), "got {r:?}");
+    server.restart();
+    wait_ready(&a, Duration::from_secs(10)).await.expect("heals");
+    let ch = unique("degraded");
+    a.subscribe(&ch).await.expect("subscribe");
+    a.publish(&ch, Bytes::from_static(b"hello")).await.expect("publish");
+    assert_eq!(next(&mut a_in, "hello").await.payload, Bytes::from_static(b"hello"));
+}
+
+#[test]
+fn invalid_urls_are_rejected_clearly() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let _guard = rt.enter();
+    for url in ["localhost:6379", "rediss://h:1", "redis://h:port"] {
+        match RedisBackend::connect(options(url.into())) {
+            Err(BackendError::Invalid(msg)) => assert!(msg.contains(url), "{msg}"),
+            Err(e) => panic!("{url}: wrong error {e}"),
+            Ok(_) => panic!("{url} accepted"),
+        }
+    }
+}
