@@ -1,0 +1,187 @@
+//! Command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::client::ClientKind;
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard-load", version, about = "End-to-end load generator for switchyard")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// Options shared by every scenario (accepted before or after the scenario name).
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct Common {
+    /// WebSocket URL of the broker; must be a loopback address.
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Broker process id: report its CPU seconds per million deliveries and its RSS.
+    #[arg(long, global = true)]
+    pub pid: Option<u32>,
+    /// Write the full report as JSON to this file.
+    #[arg(long, global = true)]
+    pub json: Option<PathBuf>,
+    /// Draw the latency histogram and throughput over time to this SVG file.
+    #[arg(long, global = true)]
+    pub svg: Option<PathBuf>,
+    /// Connect with `?batch=1`: accept several `\n`-separated objects per server frame.
+    #[arg(long, global = true)]
+    pub batch: bool,
+    /// WebSocket client implementation.
+    #[arg(long, global = true, value_enum, default_value_t = ClientKind::Raw)]
+    pub client: ClientKind,
+    /// Tokio worker threads (default: one per core).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    /// Spread connections over source addresses 127.0.0.1..=127.0.0.N (0: one per 20,000
+    /// connections).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub source_addrs: u8,
+    /// Handshakes in progress at once.
+    #[arg(long, global = true, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Retries per connection (with exponential backoff from 50 ms up to 2 s).
+    #[arg(long, global = true, default_value_t = 5)]
+    pub connect_retries: u32,
+    /// Seconds one connection attempt (TCP + upgrade + welcome) may take.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// After publishing ends, seconds without a new delivery before the missing ones are
+    /// declared lost.
+    #[arg(long, global = true, default_value_t = 5.0)]
+    pub drain_timeout: f64,
+    /// Hard limit on the whole run, seconds; the tool always stops by itself.
+    #[arg(long, global = true, default_value_t = 900.0)]
+    pub max_time: f64,
+    /// How to subscribe: a `subscribe` frame answered by `ok` (default), or `?channel=` on the
+    /// URL.
+    #[arg(long, global = true, value_enum, default_value_t = SubscribeVia::Frame)]
+    pub subscribe_via: SubscribeVia,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+pub enum SubscribeVia {
+    Frame,
+    Query,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// N subscribers on one channel, M messages from P publishers, burst or fixed rate.
+    Fanout(FanoutArgs),
+    /// Fixed delivery rate fan-out, reporting latency percentiles.
+    Latency(LatencyArgs),
+    /// Chat shape: every connection on a personal and a group channel, publishing at a rate.
+    Rooms(RoomsArgs),
+    /// N idle connections held; broker RSS per connection with --pid.
+    Connections(ConnectionsArgs),
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct PublishArgs {
+    /// Publisher connections; messages are split evenly between them.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Publishes in flight (sent, not yet acknowledged) per publisher connection.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Extra bytes of padding in each message's data.
+    #[arg(long, default_value_t = 0)]
+    pub payload_bytes: usize,
+    /// Channel to use.
+    #[arg(long, default_value = "bench.fanout")]
+    pub channel: String,
+    /// Publish through `POST /api/publish` instead of WebSocket frames.
+    #[arg(long)]
+    pub via_http: bool,
+    /// API key sent as `Authorization: Bearer KEY` with --via-http.
+    #[arg(long)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct FanoutArgs {
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Messages published in total.
+    #[arg(long, default_value_t = 1000)]
+    pub messages: u64,
+    /// Messages per second over all publishers; 0 publishes as fast as the window allows.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct LatencyArgs {
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Target deliveries per second (message rate = this / subscribers).
+    #[arg(long, default_value_t = 50_000.0)]
+    pub deliveries_per_s: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct RoomsArgs {
+    /// Connections (users); user i subscribes to `user.<i>` and `room.<i / room-size>`.
+    #[arg(long, default_value_t = 2000)]
+    pub connections: usize,
+    /// Members per room.
+    #[arg(long, default_value_t = 10)]
+    pub room_size: usize,
+    /// Messages per second over all connections.
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Every K-th message of a user is a direct message to `user.<i+1>` instead of a room
+    /// message (0: rooms only).
+    #[arg(long, default_value_t = 5)]
+    pub dm_every: u64,
+    /// Publishes in flight per connection.
+    #[arg(long, default_value_t = 16)]
+    pub window: usize,
+    /// Extra bytes of padding in each message's data.
+    #[arg(long, default_value_t = 0)]
+    pub payload_bytes: usize,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct ConnectionsArgs {
+    /// Connections to open and hold.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Seconds to hold them once all are open.
+    #[arg(long, default_value_t = 5.0)]
+    pub hold: f64,
+    /// Also subscribe each connection to its own channel `idle.<i>`.
+    #[arg(long)]
+    pub subscribe: bool,
+}
+
+impl Scenario {
+    /// Connections this scenario opens, to size file limits and source addresses.
+    pub fn connections(&self) -> usize {
+        match self {
+            Scenario::Fanout(a) => a.subscribers + a.publish.publishers,
+            Scenario::Latency(a) => a.subscribers + a.publish.publishers,
+            Scenario::Rooms(a) => a.connections,
+            Scenario::Connections(a) => a.connections,
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! switchyard-load: end-to-end load generator for switchyard. See README.md.
+
+mod cli;
+mod client;
+mod http;
+mod live;
+mod parse;
+mod procfs;
+mod report;
+mod scenario;
+mod svg;
+mod track;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::cli::{Cli, Scenario};
+use crate::client::{Connector, Target};
+use crate::scenario::Ctx;
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T> = std::result::Result<T, Error>;
+
+fn main() {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(lost_or_failed) => std::process::exit(if lost_or_failed { 2 } else { 0 }),
+        Err(e) => {
+            eprintln!("switchyard-load: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Runs the scenario; Ok(true) when messages were lost or connections failed (exit code 2,
+/// so scripts and the smoke test notice without parsing output).
+fn run(cli: Cli) -> Result<bool> {
+    let conns = cli.scenario.connections();
+    // Every connection is one descriptor; leave room for the runtime and files.
+    let nofile = procfs::raise_nofile(conns as u64 + 1024);
+    if (nofile as usize) < conns + 64 {
+        eprintln!(
+            "warning: file limit {nofile} is below the {conns} connections asked for; \
+             run as root or raise `ulimit -Hn`"
+        );
+    }
+    let target = Target::parse(&cli.common.url)?;
+    let sources = match cli.common.source_addrs {
+        // One source address per 20k connections keeps well inside the ~28k ephemeral ports
+        // each (source, destination) pair has.
+        0 => (conns / 20_000 + 1).min(250) as u8,
+        n => n,
+    };
+    let threads = cli
+        .common
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()?;
+    let connector = Arc::new(Connector {
+        target,
+        kind: cli.common.client,
+        batch: cli.common.batch,
+        sources: Connector::sources(sources),
+        handshakes: tokio::sync::Semaphore::new(cli.common.connect_concurrency.max(1)),
+        retries: cli.common.connect_retries,
+        timeout: Duration::from_secs_f64(cli.common.connect_timeout.max(0.1)),
+        retried: AtomicU64::new(0),
+    });
+    let ctx = Ctx {
+        common: cli.common.clone(),
+        connector,
+        live: Default::default(),
+        deadline: Instant::now() + Duration::from_secs_f64(cli.common.max_time.max(1.0)),
+    };
+    let mut report = rt.block_on(async {
+        match &cli.scenario {
+            Scenario::Fanout(a) => scenario::fanout::fanout(&ctx, a).await,
+            Scenario::Latency(a) => scenario::fanout::latency(&ctx, a).await,
+            Scenario::Rooms(a) => scenario::rooms::rooms(&ctx, a).await,
+            Scenario::Connections(a) => scenario::connections::connections(&ctx, a).await,
+        }
+    })?;
+    // Connection tasks are done; do not wait for stragglers (e.g. a close handshake).
+    rt.shutdown_timeout(Duration::from_secs(1));
+    report.finish();
+    print!("{}", report.table());
+    if let Some(path) = &cli.common.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    if let Some(path) = &cli.common.svg {
+        std::fs::write(path, svg::render(&report))?;
+    }
+    Ok(report.lost > 0 || report.connections.failed > 0)
+}

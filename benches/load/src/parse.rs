@@ -1,0 +1,305 @@
+//! Cheap classification of server frames.
+//!
+//! The receive path has to keep up with well over a million deliveries per second on a core
+//! shared with the broker, so we never build a `serde_json::Value` per message. A targeted
+//! scanner pulls out the handful of fields we need (`op`, `id`, `code`, and the bench payload
+//! `data.p/s/t`) by looking for the key tokens; when the scanner cannot make sense of an object
+//! (unexpected spacing, escaped strings, a payload that is not ours) we fall back to serde with
+//! borrowed fields, which is still allocation-free for the common shapes.
+
+use memchr::memmem;
+use serde::Deserialize;
+
+/// One JSON object from a server frame, reduced to what the load generator counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A delivery carrying our bench payload.
+    Message(Stamp),
+    /// A delivery whose `data` is not a bench payload (someone else's traffic on the channel).
+    ForeignMessage,
+    Ok {
+        id: u64,
+    },
+    Error {
+        id: Option<u64>,
+        code: &'a str,
+    },
+    Welcome,
+    Pong {
+        id: Option<u64>,
+    },
+    /// `unsubscribed`, `direct`, or any op this tool does not know.
+    Other(&'a str),
+    /// Not a JSON object we could read.
+    Malformed,
+}
+
+/// The bench payload `{"p":stream,"s":seq,"t":unix_nanos}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Publisher stream: one publisher connection on one channel.
+    pub stream: u32,
+    /// Sequence number within the stream, from 0.
+    pub seq: u64,
+    /// Send time, nanoseconds since the Unix epoch.
+    pub sent_ns: u64,
+}
+
+/// Calls `f` for every JSON object in a text frame. With `?batch=1` the server may pack several
+/// objects separated by `\n`; without it this is exactly one call. Returns the number of objects.
+pub fn for_each_object<'a>(payload: &'a [u8], mut f: impl FnMut(Frame<'a>)) -> usize {
+    let mut n = 0;
+    for obj in payload.split(|&b| b == b'\n') {
+        let obj = trim(obj);
+        if obj.is_empty() {
+            continue;
+        }
+        n += 1;
+        f(parse_object(obj));
+    }
+    n
+}
+
+/// Classifies one JSON object.
+pub fn parse_object(obj: &[u8]) -> Frame<'_> {
+    match fast(obj) {
+        Some(f) => f,
+        None => slow(obj),
+    }
+}
+
+fn fast(obj: &[u8]) -> Option<Frame<'_>> {
+    if obj.first() != Some(&b'{') {
+        return None;
+    }
+    // Escapes would break the "string ends at the next quote" shortcut below.
+    if memchr::memchr(b'\\', obj).is_some() {
+        return None;
+    }
+    let op = str_value(obj, b"\"op\"")?;
+    Some(match op {
+        "message" => {
+            let d = value_start(obj, b"\"data\"")?;
+            let data = &obj[d..];
+            if data.first() != Some(&b'{') {
+                return Some(Frame::ForeignMessage);
+            }
+            // Only the data object itself: a later top-level key must not be mistaken for ours.
+            let end = memchr::memchr(b'}', data)?;
+            let data = &data[..=end];
+            match (u64_value(data, b"\"p\""), u64_value(data, b"\"s\""), u64_value(data, b"\"t\""))
+            {
+                (Some(p), Some(s), Some(t)) => {
+                    Frame::Message(Stamp { stream: u32::try_from(p).ok()?, seq: s, sent_ns: t })
+                }
+                _ => Frame::ForeignMessage,
+            }
+        }
+        "ok" => Frame::Ok { id: u64_value(obj, b"\"id\"")? },
+        "error" => {
+            Frame::Error { id: u64_value(obj, b"\"id\""), code: str_value(obj, b"\"code\"")? }
+        }
+        "welcome" => Frame::Welcome,
+        "pong" => Frame::Pong { id: u64_value(obj, b"\"id\"") },
+        other => Frame::Other(other),
+    })
+}
+
+#[derive(Deserialize)]
+struct Loose<'a> {
+    #[serde(borrow)]
+    op: Option<&'a str>,
+    id: Option<u64>,
+    #[serde(borrow)]
+    code: Option<&'a str>,
+    data: Option<LooseData>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum LooseData {
+    Stamp { p: u32, s: u64, t: u64 },
+    Other(serde::de::IgnoredAny),
+}
+
+fn slow(obj: &[u8]) -> Frame<'_> {
+    let Ok(v) = serde_json::from_slice::<Loose<'_>>(obj) else {
+        return Frame::Malformed;
+    };
+    match v.op {
+        Some("message") => match v.data {
+            Some(LooseData::Stamp { p, s, t }) => {
+                Frame::Message(Stamp { stream: p, seq: s, sent_ns: t })
+            }
+            _ => Frame::ForeignMessage,
+        },
+        Some("ok") => match v.id {
+            Some(id) => Frame::Ok { id },
+            None => Frame::Other("ok"),
+        },
+        // A code with escapes would not borrow; "unknown" keeps the frame counted.
+        Some("error") => Frame::Error { id: v.id, code: v.code.unwrap_or("unknown") },
+        Some("welcome") => Frame::Welcome,
+        Some("pong") => Frame::Pong { id: v.id },
+        Some(other) => Frame::Other(other),
+        None => Frame::Malformed,
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if first.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if last.is_ascii_whitespace() {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+/// Index of the first byte of the value of `key` (a quoted key token such as `"op"`).
+/// Skips matches that are not followed by a colon (a string *value* equal to the key).
+fn value_start(obj: &[u8], key: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memmem::find(&obj[from..], key) {
+        let mut j = from + i + key.len();
+        while obj.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
+            j += 1;
+        }
+        if obj.get(j) == Some(&b':') {
+            j += 1;
+            while obj.get(j).is_some_and(|b| b.is_ascii_whitespace()) {
+                j += 1;
+            }
+            return Some(j);
+        }
+        from = from + i + key.len();
+    }
+    None
+}
+
+fn str_value<'a>(obj: &'a [u8], key: &[u8]) -> Option<&'a str> {
+    let v = value_start(obj, key)?;
+    if obj.get(v) != Some(&b'"') {
+        return None;
+    }
+    let rest = &obj[v + 1..];
+    let end = memchr::memchr(b'"', rest)?;
+    std::str::from_utf8(&rest[..end]).ok()
+}
+
+fn u64_value(obj: &[u8], key: &[u8]) -> Option<u64> {
+    let v = value_start(obj, key)?;
+    let digits = obj[v..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in &obj[v..v + digits] {
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(s: &str) -> Frame<'_> {
+        parse_object(s.as_bytes())
+    }
+
+    #[test]
+    fn message_with_stamp() {
+        let f = one(
+            r#"{"op":"message","channel":"bench.x","data":{"p":3,"s":17,"t":1700000000000000000}}"#,
+        );
+        assert_eq!(
+            f,
+            Frame::Message(Stamp { stream: 3, seq: 17, sent_ns: 1_700_000_000_000_000_000 })
+        );
+    }
+
+    #[test]
+    fn message_key_order_and_user_do_not_matter() {
+        let f = one(
+            r#"{"channel":"a","data":{"t":5,"s":2,"p":1,"pad":"xx"},"user":"alice","op":"message"}"#,
+        );
+        assert_eq!(f, Frame::Message(Stamp { stream: 1, seq: 2, sent_ns: 5 }));
+        let f = one(r#"{ "op" : "message", "data" : { "p" : 1, "s" : 2, "t" : 3 } }"#);
+        assert_eq!(f, Frame::Message(Stamp { stream: 1, seq: 2, sent_ns: 3 }));
+    }
+
+    #[test]
+    fn foreign_message() {
+        assert_eq!(
+            one(r#"{"op":"message","channel":"a","data":{"text":"hi"}}"#),
+            Frame::ForeignMessage
+        );
+        assert_eq!(one(r#"{"op":"message","channel":"a","data":"s"}"#), Frame::ForeignMessage);
+        // Our keys outside data must not be picked up.
+        assert_eq!(
+            one(r#"{"op":"message","data":{"x":1},"p":1,"s":2,"t":3}"#),
+            Frame::ForeignMessage
+        );
+    }
+
+    #[test]
+    fn control_frames() {
+        assert_eq!(one(r#"{"op":"ok","id":42}"#), Frame::Ok { id: 42 });
+        assert_eq!(
+            one(r#"{"op":"error","id":7,"code":"rate_limited","message":"slow down"}"#),
+            Frame::Error { id: Some(7), code: "rate_limited" }
+        );
+        assert_eq!(
+            one(r#"{"op":"error","code":"bad_request","message":"a \"quoted\" thing"}"#),
+            Frame::Error { id: None, code: "bad_request" }
+        );
+        assert_eq!(one(r#"{"op":"welcome","conn":"c1","node":"n1"}"#), Frame::Welcome);
+        assert_eq!(one(r#"{"op":"pong","id":5}"#), Frame::Pong { id: Some(5) });
+        assert_eq!(
+            one(r#"{"op":"unsubscribed","channel":"a","reason":"forbidden"}"#),
+            Frame::Other("unsubscribed")
+        );
+        assert_eq!(one("not json"), Frame::Malformed);
+        assert_eq!(one("[1,2]"), Frame::Malformed);
+    }
+
+    #[test]
+    fn a_channel_named_like_a_key_is_not_a_key() {
+        let f = one(r#"{"channel":"op","op":"ok","id":1}"#);
+        assert_eq!(f, Frame::Ok { id: 1 });
+    }
+
+    #[test]
+    fn batched_frames_are_each_counted() {
+        let payload = concat!(
+            r#"{"op":"message","channel":"c","data":{"p":0,"s":0,"t":1}}"#,
+            "\n",
+            r#"{"op":"message","channel":"c","data":{"p":0,"s":1,"t":2}}"#,
+            "\n",
+            r#"{"op":"ok","id":9}"#,
+            "\n"
+        );
+        let mut seen = Vec::new();
+        let n = for_each_object(payload.as_bytes(), |f| seen.push(f));
+        assert_eq!(n, 3);
+        assert_eq!(seen[0], Frame::Message(Stamp { stream: 0, seq: 0, sent_ns: 1 }));
+        assert_eq!(seen[1], Frame::Message(Stamp { stream: 0, seq: 1, sent_ns: 2 }));
+        assert_eq!(seen[2], Frame::Ok { id: 9 });
+    }
+
+    #[test]
+    fn single_frame_is_one_object() {
+        let n = for_each_object(br#"{"op":"ok","id":1}"#, |_| {});
+        assert_eq!(n, 1);
+        assert_eq!(for_each_object(b"", |_| {}), 0);
+    }
+}

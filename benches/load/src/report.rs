@@ -1,0 +1,221 @@
+//! The result of a run: printed as a table, written as JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::cli::Common;
+use crate::live::Point;
+use crate::procfs::ProcSample;
+use crate::track::{Percentiles, Totals};
+
+#[derive(Debug, Default, Serialize)]
+pub struct ConnStats {
+    pub requested: u64,
+    pub opened: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub seconds: f64,
+    pub per_s: f64,
+    pub source_addrs: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Broker {
+    pub pid: u32,
+    /// Broker CPU (user + system) over the measured window, seconds.
+    pub cpu_s: f64,
+    pub cpu_s_per_million_deliveries: Option<f64>,
+    pub rss_before_bytes: u64,
+    pub rss_after_bytes: u64,
+    pub rss_per_connection_bytes: Option<f64>,
+}
+
+impl Broker {
+    pub fn from_samples(
+        pid: u32,
+        before: ProcSample,
+        after: ProcSample,
+        deliveries: u64,
+        connections: Option<u64>,
+    ) -> Self {
+        let cpu_s = (after.cpu_s - before.cpu_s).max(0.0);
+        Self {
+            pid,
+            cpu_s,
+            cpu_s_per_million_deliveries: (deliveries > 0)
+                .then(|| cpu_s / (deliveries as f64 / 1e6)),
+            rss_before_bytes: before.rss_bytes,
+            rss_after_bytes: after.rss_bytes,
+            rss_per_connection_bytes: connections
+                .filter(|&c| c > 0)
+                .map(|c| (after.rss_bytes as f64 - before.rss_bytes as f64) / c as f64),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub url: String,
+    pub client: String,
+    pub batch: bool,
+    /// Unix seconds at the start of the run.
+    pub started_at: u64,
+    pub params: serde_json::Value,
+    pub connections: ConnStats,
+    /// Connections still open at the end of a `connections` hold.
+    pub held: u64,
+    pub published: u64,
+    pub acked: u64,
+    /// Error frames (and HTTP errors) by code.
+    pub errors: BTreeMap<String, u64>,
+    pub expected: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub out_of_order: u64,
+    pub duplicates: u64,
+    pub foreign: u64,
+    pub frames: u64,
+    pub objects_per_frame: f64,
+    pub slow_consumer_closes: u64,
+    pub other_closes: u64,
+    pub connection_errors: u64,
+    /// First publish to last delivery, seconds.
+    pub duration_s: f64,
+    /// Whole measured phase including the drain, seconds.
+    pub elapsed_s: f64,
+    pub deliveries_per_s: f64,
+    pub publishes_per_s: f64,
+    pub latency: Percentiles,
+    /// (upper bound µs, count) per histogram bucket, for plotting elsewhere.
+    pub latency_buckets: Vec<(u64, u64)>,
+    pub broker: Option<Broker>,
+    pub throughput: Vec<Point>,
+    pub notes: Vec<String>,
+    #[serde(skip)]
+    pub latency_hist: Option<Histogram<u64>>,
+}
+
+impl Report {
+    pub fn new(scenario: &str, common: &Common, params: serde_json::Value) -> Self {
+        Self {
+            scenario: scenario.into(),
+            url: common.url.clone(),
+            client: format!("{:?}", common.client).to_lowercase(),
+            batch: common.batch,
+            started_at: crate::client::now_ns() / 1_000_000_000,
+            params,
+            ..Default::default()
+        }
+    }
+
+    pub fn set_totals(&mut self, t: &Totals) {
+        self.expected = t.expected;
+        self.delivered = t.delivered;
+        self.lost = t.lost();
+        self.out_of_order = t.out_of_order;
+        self.duplicates = t.duplicates;
+        self.foreign = t.foreign;
+        self.latency = Percentiles::of(&t.latency_us);
+    }
+
+    /// Fills the derived fields that depend on the histogram.
+    pub fn finish(&mut self) {
+        if let Some(h) = &self.latency_hist {
+            self.latency = Percentiles::of(h);
+            self.latency_buckets = h
+                .iter_log(1, 1.25)
+                .map(|v| (v.value_iterated_to(), v.count_since_last_iteration()))
+                .collect();
+        }
+    }
+
+    pub fn table(&self) -> String {
+        let mut rows: Vec<(&str, String)> = vec![
+            ("scenario", format!("{} ({} client{})", self.scenario, self.client, if self.batch { ", batch=1" } else { "" })),
+            ("connections", format!(
+                "{} opened / {} requested, {} failed, {} retries, {:.1} s ({:.0}/s) from {} source addrs",
+                self.connections.opened, self.connections.requested, self.connections.failed,
+                self.connections.retried, self.connections.seconds, self.connections.per_s,
+                self.connections.source_addrs
+            )),
+        ];
+        if self.scenario == "connections" {
+            rows.push(("held", format!("{} still open at the end", self.held)));
+        } else {
+            rows.extend([
+                ("published", format!("{} ({} acked)", self.published, self.acked)),
+                ("expected", self.expected.to_string()),
+                ("delivered", self.delivered.to_string()),
+                ("lost", self.lost.to_string()),
+                ("out of order", self.out_of_order.to_string()),
+                ("duplicates", self.duplicates.to_string()),
+                ("duration", format!("{:.3} s (first publish to last delivery)", self.duration_s)),
+                ("deliveries/s", format!("{:.0}", self.deliveries_per_s)),
+                ("publishes/s", format!("{:.0}", self.publishes_per_s)),
+                ("objects/frame", format!("{:.2}", self.objects_per_frame)),
+            ]);
+            let l = &self.latency;
+            rows.push((
+                "latency",
+                format!(
+                    "p50 {} p90 {} p99 {} p99.9 {} max {}  (n={})",
+                    us(l.p50_us),
+                    us(l.p90_us),
+                    us(l.p99_us),
+                    us(l.p999_us),
+                    us(l.max_us),
+                    l.count
+                ),
+            ));
+        }
+        let errors = if self.errors.is_empty() {
+            "none".to_string()
+        } else {
+            self.errors.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+        };
+        rows.push(("errors", errors));
+        rows.push((
+            "closes",
+            format!(
+                "{} slow consumer (4001), {} other; {} connection errors",
+                self.slow_consumer_closes, self.other_closes, self.connection_errors
+            ),
+        ));
+        if let Some(b) = &self.broker {
+            let mut s = format!("pid {} cpu {:.2} s", b.pid, b.cpu_s);
+            if let Some(c) = b.cpu_s_per_million_deliveries {
+                let _ = write!(s, ", {c:.3} CPU-s per million deliveries");
+            }
+            let _ = write!(s, ", RSS {} -> {}", mib(b.rss_before_bytes), mib(b.rss_after_bytes));
+            if let Some(r) = b.rss_per_connection_bytes {
+                let _ = write!(s, " ({:.2} KiB per connection)", r / 1024.0);
+            }
+            rows.push(("broker", s));
+        }
+        for n in &self.notes {
+            rows.push(("note", n.clone()));
+        }
+        let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (k, v) in rows {
+            let _ = writeln!(out, "{k:<w$}  {v}");
+        }
+        out
+    }
+}
+
+fn us(v: u64) -> String {
+    if v >= 10_000 {
+        format!("{:.1}ms", v as f64 / 1000.0)
+    } else {
+        format!("{v}µs")
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
