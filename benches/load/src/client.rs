@@ -288,7 +288,15 @@ impl Conn {
     }
 }
 
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC11B85";
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// The Sec-WebSocket-Accept value the server must answer `key` with (RFC 6455 §4.2.2).
+fn accept_key(key: &str) -> String {
+    let mut h = sha1::Sha1::new();
+    h.update(key.as_bytes());
+    h.update(GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
 
 /// Hand-rolled client side of RFC 6455, for text frames from a well-behaved server.
 pub struct RawWs {
@@ -348,15 +356,14 @@ impl RawWs {
             let first = head.lines().next().unwrap_or_default();
             return Err(format!("handshake refused: {first}").into());
         }
-        let expect = base64::engine::general_purpose::STANDARD
-            .encode(sha1::Sha1::digest(format!("{key}{GUID}").as_bytes()));
+        let expect = accept_key(&key);
         let accept_ok = head.lines().any(|l| {
             l.split_once(':').is_some_and(|(k, v)| {
                 k.trim().eq_ignore_ascii_case("sec-websocket-accept") && v.trim() == expect
             })
         });
         if !accept_ok {
-            return Err("bad Sec-WebSocket-Accept".into());
+            return Err(format!("bad Sec-WebSocket-Accept (want {expect}): {head:?}").into());
         }
         // Bytes after the response head are already WebSocket frames (the welcome, usually).
         let leftover = buf.len() - head_end;
@@ -613,8 +620,7 @@ mod tests {
                 .expect("key")
                 .trim()
                 .to_string();
-            let accept = base64::engine::general_purpose::STANDARD
-                .encode(sha1::Sha1::digest(format!("{key}{GUID}").as_bytes()));
+            let accept = accept_key(&key);
             let mut out = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                  Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -659,5 +665,13 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         server.await.expect("server");
+    }
+}
+
+#[cfg(test)]
+mod accept_tests {
+    #[test]
+    fn rfc_example_accept() {
+        assert_eq!(super::accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 }

@@ -36,9 +36,9 @@ const NONE: u64 = u64::MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
     /// The next expected sequence number, or a jump forward (the gap may still arrive late).
-    InOrder,
+    Next,
     /// Earlier than something already seen from the same stream.
-    OutOfOrder,
+    Late,
     /// The same sequence number again.
     Duplicate,
 }
@@ -56,11 +56,11 @@ impl SeqTracker {
         };
         if *slot == NONE || seq > *slot {
             *slot = seq;
-            Order::InOrder
+            Order::Next
         } else if seq == *slot {
             Order::Duplicate
         } else {
-            Order::OutOfOrder
+            Order::Late
         }
     }
 }
@@ -98,8 +98,8 @@ impl Receiver {
     /// Records one delivery received at `now_ns` (Unix nanoseconds).
     pub fn record(&mut self, stamp: Stamp, now_ns: u64) {
         match self.seq.observe(stamp.stream, stamp.seq) {
-            Order::InOrder => {}
-            Order::OutOfOrder => self.out_of_order += 1,
+            Order::Next => {}
+            Order::Late => self.out_of_order += 1,
             // A duplicate is not a second delivery of useful work; keep it out of `delivered`
             // so that lost = expected - delivered stays honest.
             Order::Duplicate => {

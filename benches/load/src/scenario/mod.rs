@@ -150,6 +150,7 @@ pub async fn open_all(
     }
     let mut conns = Vec::with_capacity(total);
     let mut first_error = None;
+    let mut failed = 0u64;
     let hard_stop = sleep_until(ctx.deadline.into());
     tokio::pin!(hard_stop);
     loop {
@@ -161,10 +162,12 @@ pub async fn open_all(
                     ctx.live.connected.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(Ok(Err(e))) => {
+                    failed += 1;
                     ctx.live.connect_failed.fetch_add(1, Ordering::Relaxed);
                     first_error.get_or_insert(e.to_string());
                 }
                 Some(Err(e)) => {
+                    failed += 1;
                     ctx.live.connect_failed.fetch_add(1, Ordering::Relaxed);
                     first_error.get_or_insert(e.to_string());
                 }
@@ -179,10 +182,7 @@ pub async fn open_all(
     }
     progress.done();
     if let Some(e) = first_error {
-        eprintln!(
-            "warning: {} of {total} connections failed; first error: {e}",
-            ctx.live.connect_failed.load(Ordering::Relaxed)
-        );
+        eprintln!("warning: {failed} of {total} connections failed; first error: {e}");
     }
     conns.sort_by_key(|(i, _)| *i);
     conns
