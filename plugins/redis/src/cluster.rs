@@ -1,1 +1,529 @@
-//! placeholder
+//! `kind = "redis-cluster"`: Redis Cluster with sharded pub/sub.
+//!
+//! A message is published with SPUBLISH on the master owning its channel's slot, so it travels
+//! only within that shard; subscriptions are SSUBSCRIBEd on one subscriber connection per
+//! master. The subscription *manager* (one task) owns the channel → master assignment. When a
+//! channel is lost on a master (connection down for good, `MOVED`, or a `sunsubscribe` pushed
+//! by Redis after a slot migration) it re-reads the slot map and subscribes the channel, alone,
+//! on its new owner. The redis crate's own automatic resubscription is not used: it re-sends
+//! one SSUBSCRIBE with every channel of a node, which Redis rejects as CROSSSLOT.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use redis::AsyncConnectionConfig;
+use switchyard_backend::{Backend, BackendError, Incoming, Message};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::metrics::Metrics;
+use crate::options::{Endpoint, RedisClusterOptions};
+use crate::publisher::{PublishError, Publisher};
+use crate::slot::key_slot;
+use crate::subscriber::{await_confirmation, Command, Event, Mode, SubscriberHandle, Waiter};
+use crate::topology::{parse_cluster_slots, SlotMap};
+
+pub(crate) const KIND: &str = "redis-cluster";
+
+/// What publishers need, swapped atomically whenever the topology changes.
+#[derive(Default)]
+struct Routing {
+    map: Option<SlotMap>,
+    publishers: HashMap<String, Vec<Arc<Publisher>>>,
+    subscribers_up: Vec<Arc<dyn Fn() -> bool + Send + Sync>>,
+}
+
+enum Request {
+    Subscribe(Arc<str>, Waiter),
+    Unsubscribe(Arc<str>, Waiter),
+    Refresh,
+    Topology(Result<SlotMap, String>),
+}
+
+/// The `redis-cluster` backend. See [`RedisClusterBackend::connect`].
+pub struct RedisClusterBackend {
+    options: RedisClusterOptions,
+    routing: Arc<ArcSwap<Routing>>,
+    manager: mpsc::UnboundedSender<Request>,
+    incoming: Mutex<Option<Incoming>>,
+    stop: CancellationToken,
+}
+
+impl RedisClusterBackend {
+    /// Builds the backend and starts discovering the cluster in the background.
+    ///
+    /// Fails only for invalid options (no seed, a malformed URL), as
+    /// [`BackendError::Invalid`]. An unreachable cluster is *not* an error: the backend starts
+    /// degraded (warning logged, `ready()` failing, publishes `Unavailable`) and keeps trying
+    /// the seeds with backoff. Must be called inside a tokio runtime.
+    pub fn connect(options: RedisClusterOptions) -> Result<RedisClusterBackend, BackendError> {
+        if options.nodes.is_empty() {
+            return Err(BackendError::Invalid(
+                "redis-cluster backend needs at least one node URL".into(),
+            ));
+        }
+        if options.publisher_connections_per_master == 0 {
+            return Err(BackendError::Invalid(
+                "redis-cluster backend needs at least one publisher connection per master".into(),
+            ));
+        }
+        let seeds =
+            options.nodes.iter().map(|u| Endpoint::parse(u)).collect::<Result<Vec<_>, _>>()?;
+        let metrics = Metrics::new(KIND);
+        let stop = CancellationToken::new();
+        let (tx, incoming) = Incoming::channel(options.connection.incoming_capacity);
+        let routing = Arc::new(ArcSwap::from_pointee(Routing::default()));
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let manager = Manager {
+            options: options.clone(),
+            seeds,
+            metrics,
+            stop: stop.clone(),
+            routing: routing.clone(),
+            requests: requests.clone(),
+            events,
+            incoming: tx,
+            map: None,
+            subscribers: HashMap::new(),
+            publishers: HashMap::new(),
+            assigned: HashMap::new(),
+            orphans: HashMap::new(),
+            refreshing: false,
+            refresh_again: false,
+            failures: 0,
+            urgent: Backoff::new(
+                options.connection.reconnect_min,
+                options.connection.reconnect_max,
+            ),
+            next_refresh: Instant::now(),
+        };
+        tokio::spawn(manager.run(requests_rx, events_rx));
+        Ok(RedisClusterBackend {
+            options,
+            routing,
+            manager: requests,
+            incoming: Mutex::new(Some(incoming)),
+            stop,
+        })
+    }
+
+    /// Like [`RedisClusterBackend::connect`], then waits up to `within` for
+    /// [`Backend::ready`], for callers that prefer to fail fast.
+    pub async fn connect_and_wait(
+        options: RedisClusterOptions,
+        within: std::time::Duration,
+    ) -> Result<RedisClusterBackend, BackendError> {
+        let backend = RedisClusterBackend::connect(options)?;
+        crate::wait_ready(&backend, within).await?;
+        Ok(backend)
+    }
+
+    fn publisher_for(
+        &self,
+        routing: &Routing,
+        addr: &str,
+        channel: &str,
+    ) -> Option<Arc<Publisher>> {
+        let pubs = routing.publishers.get(addr)?;
+        pubs.get(usize::from(key_slot(channel.as_bytes())) % pubs.len()).cloned()
+    }
+}
+
+#[async_trait]
+impl Backend for RedisClusterBackend {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError> {
+        let mut cmd = redis::cmd("SPUBLISH");
+        cmd.arg(channel).arg(payload.as_ref());
+        let routing = self.routing.load();
+        let slot = key_slot(channel.as_bytes());
+        let Some(addr) = routing.map.as_ref().and_then(|m| m.owner_addr(slot)) else {
+            let _ = self.manager.send(Request::Refresh);
+            return Err(BackendError::Unavailable("redis cluster topology not known yet".into()));
+        };
+        let Some(publisher) = self.publisher_for(&routing, &addr, channel) else {
+            return Err(BackendError::Unavailable(format!("no connection to {addr}")));
+        };
+        match publisher.run(&cmd).await {
+            Ok(_) => Ok(()),
+            // The slot moved: refresh, and follow the redirect once if we know that master.
+            Err(PublishError::Moved(host, port)) => {
+                let _ = self.manager.send(Request::Refresh);
+                let target = format!("{host}:{port}");
+                match self.publisher_for(&self.routing.load(), &target, channel) {
+                    Some(p) => p.run(&cmd).await.map(|_| ()).map_err(Into::into),
+                    None => Err(PublishError::Moved(host, port).into()),
+                }
+            }
+            Err(e) => {
+                if matches!(e, PublishError::Unavailable(_)) {
+                    let _ = self.manager.send(Request::Refresh);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn subscribe(&self, channel: &str) -> Result<(), BackendError> {
+        let (tx, rx) = oneshot::channel();
+        if self.manager.send(Request::Subscribe(Arc::from(channel), tx)).is_err() {
+            return Err(BackendError::Unavailable("redis-cluster backend is shut down".into()));
+        }
+        await_confirmation(rx, self.options.connection.command_timeout, "subscribe").await
+    }
+
+    async fn unsubscribe(&self, channel: &str) -> Result<(), BackendError> {
+        let (tx, rx) = oneshot::channel();
+        if self.manager.send(Request::Unsubscribe(Arc::from(channel), tx)).is_err() {
+            return Ok(());
+        }
+        await_confirmation(rx, self.options.connection.command_timeout, "unsubscribe").await
+    }
+
+    fn take_incoming(&self) -> Option<Incoming> {
+        self.incoming.lock().ok()?.take()
+    }
+
+    async fn ready(&self) -> Result<(), BackendError> {
+        let routing = self.routing.load();
+        let Some(map) = routing.map.as_ref() else {
+            return Err(BackendError::Unavailable("redis cluster topology not known yet".into()));
+        };
+        if !map.is_complete() {
+            return Err(BackendError::Unavailable("redis cluster slots not all served".into()));
+        }
+        let publishers_down =
+            routing.publishers.values().flatten().filter(|p| !p.is_connected()).count();
+        let subscribers_down = routing.subscribers_up.iter().filter(|up| !up()).count();
+        if publishers_down + subscribers_down > 0 {
+            return Err(BackendError::Unavailable(format!(
+                "redis cluster: {publishers_down} publisher and {subscribers_down} subscriber connections down"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        self.stop.cancel();
+    }
+}
+
+impl Drop for RedisClusterBackend {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+struct Manager {
+    options: RedisClusterOptions,
+    seeds: Vec<Endpoint>,
+    metrics: Metrics,
+    stop: CancellationToken,
+    routing: Arc<ArcSwap<Routing>>,
+    requests: mpsc::UnboundedSender<Request>,
+    events: mpsc::UnboundedSender<Event>,
+    incoming: mpsc::Sender<Message>,
+    map: Option<SlotMap>,
+    subscribers: HashMap<String, SubscriberHandle>,
+    publishers: HashMap<String, (Vec<Arc<Publisher>>, CancellationToken)>,
+    /// Every subscribed channel and the master (`host:port`) it is subscribed on; `None`
+    /// while it waits for a topology refresh (its waiters are in `orphans`).
+    assigned: HashMap<Arc<str>, Option<String>>,
+    orphans: HashMap<Arc<str>, Vec<Waiter>>,
+    refreshing: bool,
+    refresh_again: bool,
+    failures: u32,
+    urgent: Backoff,
+    next_refresh: Instant,
+}
+
+impl Manager {
+    async fn run(
+        mut self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut events: mpsc::UnboundedReceiver<Event>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                Some(request) = requests.recv() => self.on_request(request),
+                Some(event) = events.recv() => self.on_event(event),
+                _ = tokio::time::sleep_until(self.next_refresh) => {
+                    self.next_refresh = Instant::now() + self.options.topology_refresh_interval;
+                    self.refresh();
+                }
+            }
+        }
+        for s in self.subscribers.values() {
+            s.send(Command::Shutdown);
+        }
+        for (_, token) in self.publishers.values() {
+            token.cancel();
+        }
+    }
+
+    fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Subscribe(channel, waiter) => match self.assigned.get(&channel).cloned() {
+                Some(Some(addr)) => self.send_subscribe(&addr, channel, vec![waiter]),
+                Some(None) => self.orphans.entry(channel).or_default().push(waiter),
+                None => self.route(channel, vec![waiter], None),
+            },
+            Request::Unsubscribe(channel, done) => match self.assigned.remove(&channel) {
+                Some(Some(addr)) => match self.subscribers.get(&addr) {
+                    Some(s) => {
+                        s.send(Command::Unsubscribe { channel, done });
+                    }
+                    None => {
+                        let _ = done.send(Ok(()));
+                    }
+                },
+                _ => {
+                    for w in self.orphans.remove(&channel).unwrap_or_default() {
+                        let _ = w.send(Ok(()));
+                    }
+                    let _ = done.send(Ok(()));
+                }
+            },
+            Request::Refresh => self.refresh_soon(),
+            Request::Topology(result) => self.on_topology(result),
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Down { from } => {
+                tracing::debug!(node = %from, "subscriber connection down; refreshing topology");
+                self.refresh_soon();
+            }
+            Event::Lost { from, channel, waiters } => match self.assigned.get(&channel).cloned() {
+                Some(Some(addr)) if *addr == *from => {
+                    self.metrics.resubscribes.increment(1);
+                    self.route(channel, waiters, Some(&from));
+                }
+                Some(Some(addr)) => self.send_subscribe(&addr, channel, waiters),
+                Some(None) => self.orphans.entry(channel).or_default().extend(waiters),
+                None => {
+                    for w in waiters {
+                        let _ = w.send(Ok(()));
+                    }
+                }
+            },
+        }
+    }
+
+    /// Subscribes `channel` on the master owning its slot, unless that is `not_on` (the node
+    /// that just lost it with a topology we have not refreshed yet): then it waits as an
+    /// orphan for the next refresh, which comes soon.
+    fn route(&mut self, channel: Arc<str>, waiters: Vec<Waiter>, not_on: Option<&str>) {
+        let owner = self.map.as_ref().and_then(|m| m.owner_addr(key_slot(channel.as_bytes())));
+        match owner {
+            Some(owner)
+                if Some(owner.as_str()) != not_on && self.subscribers.contains_key(&owner) =>
+            {
+                self.assigned.insert(channel.clone(), Some(owner.clone()));
+                self.send_subscribe(&owner, channel, waiters);
+            }
+            _ => {
+                self.assigned.insert(channel.clone(), None);
+                self.orphans.entry(channel).or_default().extend(waiters);
+                self.refresh_soon();
+            }
+        }
+    }
+
+    fn send_subscribe(&mut self, addr: &str, channel: Arc<str>, waiters: Vec<Waiter>) {
+        match self.subscribers.get(addr) {
+            Some(s) => {
+                s.send(Command::Subscribe { channel, waiters });
+            }
+            None => {
+                self.assigned.insert(channel.clone(), None);
+                self.orphans.entry(channel).or_default().extend(waiters);
+                self.refresh_soon();
+            }
+        }
+    }
+
+    /// Asks for a refresh after a short (backed-off) delay: something looked wrong.
+    fn refresh_soon(&mut self) {
+        let at = Instant::now() + self.urgent.next_delay();
+        if at < self.next_refresh {
+            self.next_refresh = at;
+        }
+    }
+
+    fn refresh(&mut self) {
+        if self.refreshing {
+            self.refresh_again = true;
+            return;
+        }
+        self.refreshing = true;
+        // Known masters first (they are the most likely to be up), then the seeds.
+        let mut candidates: Vec<Endpoint> = Vec::new();
+        if let Some(map) = &self.map {
+            candidates.extend(map.masters.iter().map(|(h, p)| self.seeds[0].with_addr(h, *p)));
+        }
+        candidates.extend(self.seeds.iter().cloned());
+        let timeout = self.options.connection.connect_timeout;
+        let requests = self.requests.clone();
+        tokio::spawn(async move {
+            let result = fetch_slot_map(&candidates, timeout).await;
+            let _ = requests.send(Request::Topology(result));
+        });
+    }
+
+    fn on_topology(&mut self, result: Result<SlotMap, String>) {
+        self.refreshing = false;
+        let map = match result {
+            Ok(map) => map,
+            Err(e) => {
+                self.failures += 1;
+                if self.failures == 1 || self.failures.is_power_of_two() {
+                    tracing::warn!(error = %e, attempt = self.failures,
+                        "redis cluster topology unavailable; retrying with backoff");
+                }
+                self.refresh_soon();
+                return;
+            }
+        };
+        self.failures = 0;
+        if self.map.as_ref() != Some(&map) {
+            tracing::info!(masters = ?map.masters, "redis cluster topology updated");
+        }
+        let masters: Vec<String> = map.masters.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+        // Connections to nodes that are no longer masters go; their channels come back as
+        // `Lost` events and are routed again.
+        let gone: Vec<String> =
+            self.subscribers.keys().filter(|a| !masters.contains(a)).cloned().collect();
+        for addr in gone {
+            if let Some(s) = self.subscribers.remove(&addr) {
+                s.send(Command::Shutdown);
+            }
+            if let Some((_, token)) = self.publishers.remove(&addr) {
+                token.cancel();
+            }
+        }
+        for (addr, (host, port)) in masters.iter().zip(map.masters.iter()) {
+            let endpoint = self.seeds[0].with_addr(host, *port);
+            if !self.subscribers.contains_key(addr) {
+                let handle = SubscriberHandle::spawn(
+                    endpoint.clone(),
+                    Mode::Sharded,
+                    self.options.connection.clone(),
+                    self.incoming.clone(),
+                    Some(self.events.clone()),
+                    self.metrics.clone(),
+                );
+                self.subscribers.insert(addr.clone(), handle);
+            }
+            if !self.publishers.contains_key(addr) {
+                let token = self.stop.child_token();
+                let pubs = (0..self.options.publisher_connections_per_master)
+                    .filter_map(|_| {
+                        Publisher::spawn(
+                            &endpoint,
+                            &self.options.connection,
+                            self.metrics.clone(),
+                            token.clone(),
+                        )
+                        .ok()
+                    })
+                    .collect();
+                self.publishers.insert(addr.clone(), (pubs, token));
+            }
+        }
+        self.map = Some(map);
+        self.publish_routing();
+        // Channels whose slot now has another owner are released; they come back as `Lost`.
+        if let Some(map) = &self.map {
+            for (channel, addr) in &self.assigned {
+                let Some(addr) = addr else { continue };
+                if map.owner_addr(key_slot(channel.as_bytes())).as_deref() != Some(addr.as_str()) {
+                    if let Some(s) = self.subscribers.get(addr) {
+                        s.send(Command::Release { channel: channel.clone() });
+                    }
+                }
+            }
+        }
+        for (channel, waiters) in std::mem::take(&mut self.orphans) {
+            self.route(channel, waiters, None);
+        }
+        let healthy =
+            self.orphans.is_empty() && self.map.as_ref().is_some_and(SlotMap::is_complete);
+        if healthy {
+            self.urgent.reset();
+        } else {
+            self.refresh_soon();
+        }
+        if std::mem::take(&mut self.refresh_again) {
+            self.refresh_soon();
+        }
+    }
+
+    fn publish_routing(&self) {
+        let subscribers_up = self
+            .subscribers
+            .values()
+            .map(|s| {
+                let up = s.connected_flag();
+                Arc::new(move || up.load(std::sync::atomic::Ordering::Relaxed))
+                    as Arc<dyn Fn() -> bool + Send + Sync>
+            })
+            .collect();
+        self.routing.store(Arc::new(Routing {
+            map: self.map.clone(),
+            publishers: self.publishers.iter().map(|(a, (p, _))| (a.clone(), p.clone())).collect(),
+            subscribers_up,
+        }));
+    }
+}
+
+/// Reads `CLUSTER SLOTS` from the first candidate that answers with a complete map (or, if
+/// none does, the first partial one).
+async fn fetch_slot_map(
+    candidates: &[Endpoint],
+    timeout: std::time::Duration,
+) -> Result<SlotMap, String> {
+    let mut partial = None;
+    let mut last_error = String::from("no node to ask");
+    for endpoint in candidates {
+        let attempt = async {
+            let client = redis::Client::open(endpoint.info.clone()).map_err(|e| e.to_string())?;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let reply: redis::Value = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            parse_cluster_slots(&reply)
+        };
+        match tokio::time::timeout(timeout * 2, attempt).await {
+            Ok(Ok(ranges)) => {
+                let map = SlotMap::from_ranges(&ranges);
+                if map.is_complete() {
+                    return Ok(map);
+                }
+                partial.get_or_insert(map);
+            }
+            Ok(Err(e)) => last_error = format!("{}: {e}", endpoint.addr()),
+            Err(_) => last_error = format!("{}: timed out", endpoint.addr()),
+        }
+    }
+    partial.ok_or(last_error)
+}

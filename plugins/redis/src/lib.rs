@@ -38,6 +38,7 @@ pub mod testing;
 
 use std::time::Duration;
 
+pub use cluster::RedisClusterBackend;
 pub use options::{ConnectionOptions, RedisClusterOptions, RedisOptions};
 pub use standalone::RedisBackend;
 use switchyard_backend::{Backend, BackendError};

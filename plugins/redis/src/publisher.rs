@@ -89,6 +89,7 @@ impl Publisher {
     /// Sends one command on the shared connection, bounded by the command timeout.
     pub(crate) async fn run(&self, cmd: &Cmd) -> Result<Value, PublishError> {
         let Some(live) = self.live.load_full() else {
+            self.metrics.publish_errors.increment(1);
             return Err(PublishError::Unavailable(format!("redis {} is not connected", self.addr)));
         };
         let mut conn = live.conn.clone();
@@ -102,8 +103,12 @@ impl Publisher {
                 self.metrics.published(started.elapsed());
                 Ok(value)
             }
-            Ok(Err(e)) => Err(self.classify(live.generation, e)),
+            Ok(Err(e)) => {
+                self.metrics.publish_errors.increment(1);
+                Err(self.classify(live.generation, e))
+            }
             Err(_) => {
+                self.metrics.publish_errors.increment(1);
                 self.mark_broken(live.generation);
                 Err(PublishError::Unavailable(format!(
                     "redis {} did not answer within {:?}",

@@ -109,6 +109,10 @@ impl SubscriberHandle {
         self.commands.send(command).is_ok()
     }
 
+    pub(crate) fn connected_flag(&self) -> Arc<AtomicBool> {
+        self.connected.clone()
+    }
+
     pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
