@@ -1,0 +1,204 @@
+//! Smoke test: every scenario with tiny sizes against a real switchyard broker (memory
+//! backend), started from the broker binary that cargo builds.
+//!
+//! The broker binary belongs to another package, so `CARGO_BIN_EXE_switchyard` is not
+//! available here. Set `SWITCHYARD_BIN` to use a given binary; otherwise the test builds it with
+//! the same cargo, profile and target directory that built this test. If the broker cannot be
+//! built or started the test fails, naming the reason — it never passes without a broker.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Broker {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Our own binary lives in `<target>/<profile>/`; the broker's goes next to it.
+fn load_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_switchyard-load"))
+}
+
+fn broker_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("SWITCHYARD_BIN") {
+        return PathBuf::from(p);
+    }
+    let profile_dir = load_bin().parent().expect("bin dir").to_path_buf();
+    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&workspace)
+        .args(["build", "-p", "switchyard", "--bin", "switchyard"])
+        .env("CARGO_TARGET_DIR", &target_dir);
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("run cargo to build the broker");
+    assert!(
+        out.status.success(),
+        "could not build the switchyard broker (needed by this smoke test):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    profile_dir.join("switchyard")
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind probe");
+    l.local_addr().expect("probe addr").port()
+}
+
+fn start_broker() -> Broker {
+    let bin = broker_bin();
+    assert!(bin.exists(), "broker binary {} does not exist", bin.display());
+    let dir = std::env::temp_dir().join(format!("switchyard-load-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    let config = dir.join("broker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+
+[backends.local]
+kind = "memory"
+
+[[routes]]
+match = "**"
+backend = "local"
+subscribe = "anyone"
+publish = "anyone"
+"#
+        ),
+    )
+    .expect("write config");
+    let log = dir.join("broker.log");
+    let logf = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(&bin)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::from(logf.try_clone().expect("dup log")))
+        .stderr(Stdio::from(logf))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let mut broker = Broker { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), log };
+    wait_ready(&mut broker);
+    broker
+}
+
+/// Polls GET /healthz until it answers 200; fails early if the broker exits.
+fn wait_ready(b: &mut Broker) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = b.child.try_wait() {
+            panic!(
+                "broker exited ({status}) before becoming ready; log:\n{}",
+                std::fs::read_to_string(&b.log).unwrap_or_default()
+            );
+        }
+        if healthz(b.addr) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "broker not ready on {} after 60 s", b.addr);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn healthz(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    buf[..n].starts_with(b"HTTP/1.1 200")
+}
+
+fn run(b: &Broker, args: &[&str]) -> serde_json::Value {
+    let dir = b.log.parent().expect("dir").to_path_buf();
+    let name = args.join("_").replace(['/', ':', '.', '-'], "");
+    let json = dir.join(format!("{name}.json"));
+    let out = Command::new(load_bin())
+        .args(args)
+        .arg("--url")
+        .arg(format!("ws://{}/ws", b.addr))
+        .arg("--pid")
+        .arg(b.child.id().to_string())
+        .arg("--json")
+        .arg(&json)
+        .arg("--svg")
+        .arg(json.with_extension("svg"))
+        .args(["--drain-timeout", "3", "--max-time", "120"])
+        .output()
+        .expect("run switchyard-load");
+    assert!(
+        out.status.success(),
+        "{args:?} failed ({})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&json).expect("json report")).expect("valid json")
+}
+
+#[test]
+fn every_scenario_against_a_real_broker() {
+    let b = start_broker();
+
+    for batch in [false, true] {
+        let mut args = vec!["fanout", "--subscribers", "50", "--messages", "200", "--window", "64"];
+        if batch {
+            args.push("--batch");
+        }
+        let r = run(&b, &args);
+        assert_eq!(r["delivered"], 50 * 200, "{r:#}");
+        assert_eq!(r["lost"], 0);
+        assert_eq!(r["out_of_order"], 0);
+        assert!(r["broker"]["cpu_s_per_million_deliveries"].is_number(), "{r:#}");
+    }
+
+    let r = run(&b, &["fanout", "--subscribers", "10", "--messages", "100", "--publishers", "2"]);
+    assert_eq!(r["delivered"], 1000, "{r:#}");
+
+    let r =
+        run(&b, &["fanout", "--subscribers", "10", "--messages", "50", "--client", "tungstenite"]);
+    assert_eq!(r["delivered"], 500, "{r:#}");
+
+    let r = run(
+        &b,
+        &["latency", "--subscribers", "20", "--deliveries-per-s", "2000", "--duration", "1"],
+    );
+    assert_eq!(r["delivered"], 2000, "{r:#}");
+    assert_eq!(r["lost"], 0);
+    assert!(r["latency"]["p99_us"].as_u64().expect("p99") > 0);
+
+    let r = run(
+        &b,
+        &["rooms", "--connections", "40", "--room-size", "5", "--rate", "400", "--duration", "1"],
+    );
+    assert_eq!(r["lost"], 0, "{r:#}");
+    assert!(r["delivered"].as_u64().expect("delivered") >= 400 * 3, "{r:#}");
+
+    let r =
+        run(&b, &["connections", "--connections", "300", "--hold", "0.5", "--source-addrs", "2"]);
+    assert_eq!(r["held"], 300, "{r:#}");
+    assert!(r["broker"]["rss_per_connection_bytes"].is_number(), "{r:#}");
+}
