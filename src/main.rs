@@ -1,1 +1,180 @@
-fn main() {}
+//! The `switchyard` command line: serve, check, route, print-config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use switchyard::broker::Broker;
+use switchyard::channel::ChannelName;
+use switchyard::config::{Config, DEFAULT_CONFIG};
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A WebSocket messaging broker for chat/IM and real-time apps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (no --config: the built-in development default).
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and report rules that can never match.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show which rule a channel hits, its backend channel and who may use it.
+    Route {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Evaluate permissions for this user (a token's `sub`); default: anonymous.
+        #[arg(long)]
+        user: Option<String>,
+        channel: String,
+    },
+    /// Print the built-in default config.
+    PrintConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => check(&config),
+        Command::Route { config, user, channel } => route(config, user.as_deref(), &channel),
+        Command::PrintConfig => {
+            print!("{DEFAULT_CONFIG}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    let loaded = match path {
+        Some(p) => Config::load(p),
+        None => Config::builtin(),
+    };
+    loaded.map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn serve(path: Option<PathBuf>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = match load(path.as_ref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        switchyard::metrics::prometheus();
+        if path.is_none() {
+            tracing::warn!("no --config given: serving the built-in development default (anonymous clients may use every channel)");
+        }
+        let handle = match Broker::start(config).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(p) = path {
+            tokio::spawn(switchyard::reload::watch(handle.broker().clone(), p));
+        }
+        switchyard::shutdown::signal().await;
+        tracing::info!("shutting down: closing clients with 1001");
+        handle.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn check(path: &PathBuf) -> ExitCode {
+    let config = match load(Some(path)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let routes = config.rules.routes();
+    for (shadowed, by) in config.rules.shadowed() {
+        println!(
+            "warning: {}: routes[{shadowed}] (match = {:?}) can never match: routes[{by}] (match = {:?}) matches every channel it does",
+            path.display(),
+            routes[shadowed].pattern.source(),
+            routes[by].pattern.source()
+        );
+    }
+    if routes.is_empty() {
+        println!("warning: {}: no [[routes]]: every channel gets no_route", path.display());
+    }
+    println!("ok: {}: {} routes, {} backends", path.display(), routes.len(), config.backends.len());
+    ExitCode::SUCCESS
+}
+
+fn route(path: Option<PathBuf>, user: Option<&str>, channel: &str) -> ExitCode {
+    let config = match load(path.as_ref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let name = match ChannelName::parse(channel) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("invalid_channel: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some(resolved) = config.rules.resolve(&name) else {
+        println!("no_route: no rule in {} matches {name}", config.source);
+        return ExitCode::from(1);
+    };
+    let r = resolved.route;
+    let backend = &config.backends[r.backend];
+    let who = user.map_or("anonymous".to_string(), |u| format!("user {u:?}"));
+    let verdict = |allowed: bool| if allowed { "allowed" } else { "denied" };
+    println!("channel:           {name}");
+    println!(
+        "rule:              routes[{}] match = {:?} ({})",
+        r.index,
+        r.pattern.source(),
+        config.source
+    );
+    let captures = resolved.named_captures();
+    if captures.is_empty() {
+        println!("captures:          none");
+    } else {
+        let shown: Vec<String> = captures.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
+        println!("captures:          {}", shown.join(", "));
+    }
+    println!("backend:           {} ({})", backend.name, backend.kind.name());
+    println!("backend channel:   {}", resolved.backend_channel(&name));
+    println!(
+        "subscribe:         {} -> {} for {who}",
+        r.subscribe,
+        verdict(resolved.may_subscribe(user))
+    );
+    println!(
+        "publish:           {} -> {} for {who}",
+        r.publish,
+        verdict(resolved.may_publish(user))
+    );
+    println!("max_message_bytes: {}", r.max_message_bytes);
+    ExitCode::SUCCESS
+}

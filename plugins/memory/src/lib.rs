@@ -21,9 +21,12 @@ pub struct MemoryBus {
     inner: Arc<BusInner>,
 }
 
+/// The nodes subscribed to one channel, each with the sender of its incoming stream.
+type Subscribers = Vec<(NodeId, mpsc::Sender<Message>)>;
+
 #[derive(Default)]
 struct BusInner {
-    channels: RwLock<HashMap<Arc<str>, Vec<(NodeId, mpsc::Sender<Message>)>>>,
+    channels: RwLock<HashMap<Arc<str>, Subscribers>>,
     next_node: std::sync::atomic::AtomicU64,
 }
 

@@ -1,0 +1,239 @@
+//! Identity: JWT verification for WebSocket clients and API keys for the HTTP API.
+//!
+//! A token's `sub` becomes the connection's user, the only source of the `user` field that
+//! subscribers see. HS256 takes its secret from an environment variable (never the config file,
+//! which is often committed); RS256/ES256 take a PEM public key file.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::config::AuthConfig;
+
+/// Who a connection is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's `sub`; `None` for anonymous clients.
+    pub user: Option<Arc<str>>,
+    /// When the token expires; the connection is closed with 4003 then.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Identity {
+    pub fn anonymous() -> Identity {
+        Identity::default()
+    }
+}
+
+/// Why auth could not be set up from the config (reported at start and on reload).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    #[error("auth.jwt_hs256_secret_env: environment variable {0} is not set or empty")]
+    MissingSecret(String),
+    #[error("auth.api_keys_env: environment variable {0} is not set or holds no key")]
+    MissingApiKeys(String),
+    #[error("auth: cannot read public key file {file}: {source}")]
+    KeyFile { file: String, source: std::io::Error },
+    #[error("auth: public key file {file} is not a valid PEM key: {source}")]
+    BadKey { file: String, source: jsonwebtoken::errors::Error },
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("this broker has no JWT verification configured; connect without a token")]
+    NotAccepted,
+    #[error("token expired")]
+    Expired,
+    #[error("token is invalid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    exp: Option<u64>,
+}
+
+/// Verifies client tokens.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Authenticator {
+    /// Builds the verifier the config asks for; `None` when JWT is not configured.
+    pub fn from_config(cfg: &AuthConfig) -> Result<Option<Authenticator>, AuthSetupError> {
+        let (key, algorithm) = if let Some(var) = &cfg.jwt_hs256_secret_env {
+            let secret = std::env::var(var).unwrap_or_default();
+            if secret.is_empty() {
+                return Err(AuthSetupError::MissingSecret(var.clone()));
+            }
+            (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)
+        } else if let Some(file) = &cfg.jwt_rs256_public_key_file {
+            let pem = read_key(file)?;
+            let key = DecodingKey::from_rsa_pem(&pem)
+                .map_err(|source| AuthSetupError::BadKey { file: file.clone(), source })?;
+            (key, Algorithm::RS256)
+        } else if let Some(file) = &cfg.jwt_es256_public_key_file {
+            let pem = read_key(file)?;
+            let key = DecodingKey::from_ec_pem(&pem)
+                .map_err(|source| AuthSetupError::BadKey { file: file.clone(), source })?;
+            (key, Algorithm::ES256)
+        } else {
+            return Ok(None);
+        };
+        let mut validation = Validation::new(algorithm);
+        // Tokens without `exp` are accepted (long-lived service tokens); with it, it is enforced
+        // to the second, both at connect and mid-connection.
+        validation.required_spec_claims = ["sub".to_string()].into_iter().collect();
+        validation.leeway = 0;
+        validation.validate_exp = true;
+        if let Some(iss) = &cfg.jwt_issuer {
+            validation.set_issuer(&[iss]);
+        }
+        match &cfg.jwt_audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Some(Authenticator { key, validation }))
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            },
+        )?;
+        if data.claims.sub.is_empty() {
+            return Err(TokenError::Invalid("`sub` is empty".into()));
+        }
+        let expires_at = data.claims.exp.map(|exp| UNIX_EPOCH + Duration::from_secs(exp));
+        if expires_at.is_some_and(|t| t <= SystemTime::now()) {
+            return Err(TokenError::Expired);
+        }
+        Ok(Identity { user: Some(Arc::from(data.claims.sub)), expires_at })
+    }
+}
+
+fn read_key(file: &str) -> Result<Vec<u8>, AuthSetupError> {
+    std::fs::read(file).map_err(|source| AuthSetupError::KeyFile { file: file.to_string(), source })
+}
+
+/// Keys that authorize `/api/*` requests.
+#[derive(Default)]
+pub struct ApiKeys {
+    keys: Vec<Vec<u8>>,
+}
+
+impl ApiKeys {
+    /// Reads comma-separated keys from the env var the config names; none configured: the API
+    /// refuses every request.
+    pub fn from_config(cfg: &AuthConfig) -> Result<ApiKeys, AuthSetupError> {
+        let Some(var) = &cfg.api_keys_env else {
+            return Ok(ApiKeys::default());
+        };
+        let raw = std::env::var(var).unwrap_or_default();
+        let keys: Vec<Vec<u8>> = raw
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        if keys.is_empty() {
+            return Err(AuthSetupError::MissingApiKeys(var.clone()));
+        }
+        Ok(ApiKeys { keys })
+    }
+
+    pub fn is_configured(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Whether `presented` is one of the keys, compared in constant time per key so the
+    /// comparison does not leak how much of a key matched.
+    pub fn accepts(&self, presented: &str) -> bool {
+        let p = presented.as_bytes();
+        self.keys.iter().fold(false, |found, k| found | constant_time_eq(k, p))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    fn hs256(secret_var: &str) -> Authenticator {
+        Authenticator::from_config(&AuthConfig {
+            jwt_hs256_secret_env: Some(secret_var.into()),
+            ..AuthConfig::default()
+        })
+        .expect("auth config")
+        .expect("authenticator")
+    }
+
+    fn token(secret: &str, claims: serde_json::Value) -> String {
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes()))
+            .expect("encode")
+    }
+
+    #[test]
+    fn verifies_sub_and_expiry() {
+        // SAFETY of set_var: this test owns this variable name; no other test reads it.
+        unsafe { std::env::set_var("SWITCHYARD_TEST_AUTH_SECRET_1", "s3cret") };
+        let auth = hs256("SWITCHYARD_TEST_AUTH_SECRET_1");
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let id = auth
+            .verify(&token("s3cret", serde_json::json!({"sub":"alice","exp": now + 60})))
+            .expect("valid");
+        assert_eq!(id.user.as_deref(), Some("alice"));
+        assert!(id.expires_at.is_some());
+        let no_exp =
+            auth.verify(&token("s3cret", serde_json::json!({"sub":"bob"}))).expect("valid");
+        assert_eq!(no_exp.expires_at, None);
+        assert!(matches!(
+            auth.verify(&token("s3cret", serde_json::json!({"sub":"a","exp": now - 1}))),
+            Err(TokenError::Expired)
+        ));
+        assert!(matches!(
+            auth.verify(&token("other", serde_json::json!({"sub":"a"}))),
+            Err(TokenError::Invalid(_))
+        ));
+        assert!(matches!(
+            auth.verify(&token("s3cret", serde_json::json!({"x":1}))),
+            Err(TokenError::Invalid(_))
+        ));
+        assert!(matches!(auth.verify("garbage"), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn missing_secret_is_a_setup_error() {
+        let r = Authenticator::from_config(&AuthConfig {
+            jwt_hs256_secret_env: Some("SWITCHYARD_TEST_SURELY_UNSET".into()),
+            ..AuthConfig::default()
+        });
+        assert!(matches!(r, Err(AuthSetupError::MissingSecret(_))));
+    }
+
+    #[test]
+    fn api_keys_compare_whole_keys() {
+        let keys = ApiKeys { keys: vec![b"k1".to_vec(), b"key-two".to_vec()] };
+        assert!(keys.accepts("k1"));
+        assert!(keys.accepts("key-two"));
+        assert!(!keys.accepts("k"));
+        assert!(!keys.accepts("key-twO"));
+        assert!(!ApiKeys::default().accepts(""));
+    }
+}

@@ -1,0 +1,118 @@
+//! Publish and send, shared by WebSocket sessions and the HTTP API.
+
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use crate::broker::Broker;
+use crate::channel::ChannelName;
+use crate::protocol::{encode, ErrorCode};
+
+/// A refused operation, as the client will read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl OpError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> OpError {
+        OpError { code, message: message.into() }
+    }
+}
+
+/// Who is asking: a WebSocket client (subject to route permissions) or the HTTP API (trusted
+/// by its API key).
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    Client { user: Option<&'a str> },
+    Api,
+}
+
+impl Caller<'_> {
+    fn user(&self) -> Option<&str> {
+        match self {
+            Caller::Client { user } => *user,
+            Caller::Api => None,
+        }
+    }
+}
+
+pub fn parse_channel(channel: &str) -> Result<ChannelName, OpError> {
+    ChannelName::parse(channel).map_err(|e| OpError::new(ErrorCode::InvalidChannel, e.to_string()))
+}
+
+pub fn forbidden(action: &str, channel: &ChannelName, user: Option<&str>) -> OpError {
+    let who = match user {
+        Some(u) => format!("user {u:?}"),
+        None => "anonymous clients".to_string(),
+    };
+    OpError::new(ErrorCode::Forbidden, format!("{action} on {channel} is not allowed for {who}"))
+}
+
+/// Publishes `data` on `channel`; resolves once the backend has taken the message.
+pub async fn publish(
+    broker: &Broker,
+    caller: Caller<'_>,
+    channel: &str,
+    data: &RawValue,
+) -> Result<(), OpError> {
+    let name = parse_channel(channel)?;
+    let live = broker.live.load_full();
+    let resolved = live.rules.resolve(&name).ok_or_else(|| {
+        OpError::new(ErrorCode::NoRoute, format!("no route matches channel {name}"))
+    })?;
+    if let Caller::Client { user } = caller {
+        if !resolved.may_publish(user) {
+            return Err(forbidden("publishing", &name, user));
+        }
+    }
+    let limit = resolved.route.max_message_bytes;
+    if data.get().len() > limit {
+        return Err(OpError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "data is {} bytes; route {} allows {limit}",
+                data.get().len(),
+                resolved.route.pattern
+            ),
+        ));
+    }
+    let backend = resolved.route.backend;
+    let backend_channel = resolved.backend_channel(&name);
+    if let Some(c) = live.published.get(resolved.route.index) {
+        c.increment(1);
+    }
+    let frame = encode::message(name.as_str(), data.get(), caller.user());
+    let started = Instant::now();
+    let result = broker.hub.publish(backend, &backend_channel, frame).await;
+    if let Some(h) = broker.publish_latency.get(backend) {
+        h.record(started.elapsed().as_secs_f64());
+    }
+    result.map_err(|e| OpError::new(ErrorCode::Unavailable, e.to_string()))
+}
+
+/// Sends `data` to connection `to` (`<node>:<number>`) on any node.
+pub async fn send(
+    broker: &Broker,
+    from: &str,
+    user: Option<&str>,
+    to: &str,
+    data: &RawValue,
+) -> Result<(), OpError> {
+    let not_found = || OpError::new(ErrorCode::NotFound, format!("no connection {to:?}"));
+    let (node, number) = to.rsplit_once(':').ok_or_else(not_found)?;
+    let number: u64 = number.parse().map_err(|_| not_found())?;
+    if data.get().len() > broker.server.max_frame_bytes {
+        return Err(OpError::new(
+            ErrorCode::TooLarge,
+            "data is larger than server.max_frame_bytes",
+        ));
+    }
+    let frame = encode::direct(from, data.get(), user);
+    match broker.hub.send_direct(node, number, frame).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(not_found()),
+        Err(e) => Err(OpError::new(ErrorCode::Unavailable, e.to_string())),
+    }
+}

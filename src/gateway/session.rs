@@ -1,0 +1,655 @@
+//! One WebSocket connection: the upgrade, then a loop over socket, outbox, rules and shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Request, Response, StatusCode};
+use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
+use hyper_util::rt::TokioIo;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::ops::{self, Caller, OpError};
+use super::wsframe::{self, close, FrameReader, Received};
+use super::{error, Body};
+use crate::auth::{Identity, TokenError};
+use crate::broker::Broker;
+use crate::channel::ChannelName;
+use crate::hub::{ConnKey, TopicKey};
+use crate::outbox::Outbox;
+use crate::protocol::{self, encode, ClientOp, ErrorCode};
+
+/// Largest payload of one batched frame (`?batch=1`); bigger bursts go out as several frames.
+const BATCH_FRAME_BYTES: usize = 64 * 1024;
+/// How long a closing connection may take to take its last bytes.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// What the upgrade request asked for.
+struct Params {
+    identity: Identity,
+    batch: bool,
+    channels: Vec<String>,
+}
+
+/// Answers `GET /ws`: checks the token and capacity, then switches protocols and starts the
+/// session once hyper hands over the socket.
+pub fn upgrade(broker: Arc<Broker>, mut req: Request<Incoming>) -> Response<Body> {
+    if !hyper_tungstenite::is_upgrade_request(&req) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "expected a WebSocket upgrade request",
+        );
+    }
+    let version_ok = req.headers().get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "missing Sec-WebSocket-Key");
+    };
+    if !version_ok {
+        let mut r = error(
+            StatusCode::UPGRADE_REQUIRED,
+            ErrorCode::BadRequest,
+            "only WebSocket version 13 is supported",
+        );
+        r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return r;
+    }
+    let mut token = None;
+    let mut batch = false;
+    let mut channels = Vec::new();
+    for (k, v) in form_urlencoded_pairs(req.uri().query().unwrap_or("")) {
+        match k.as_str() {
+            "token" => token = Some(v),
+            "batch" => batch = v == "1" || v == "true",
+            "channel" => {
+                channels.extend(v.split(',').filter(|c| !c.is_empty()).map(str::to_string))
+            }
+            _ => {}
+        }
+    }
+    if token.is_none() {
+        token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string());
+    }
+    let identity = match (&broker.auth, token) {
+        (_, None) => Identity::anonymous(),
+        (None, Some(_)) => return unauthorized(&broker, &TokenError::NotAccepted),
+        (Some(auth), Some(t)) => match auth.verify(&t) {
+            Ok(id) => id,
+            Err(e) => return unauthorized(&broker, &e),
+        },
+    };
+    if broker.shutdown.is_cancelled() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "broker shutting down",
+        );
+    }
+    if broker.hub.connection_count() >= broker.server.max_connections {
+        broker.metrics.refused_capacity.increment(1);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unavailable,
+            "connection limit reached",
+        );
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let params = Params { identity, batch, channels };
+    let tracker = broker.tracker.clone();
+    tracker.spawn(run(broker, on_upgrade, params));
+
+    let mut r = Response::new(Body::default());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    r
+}
+
+fn unauthorized(broker: &Broker, e: &TokenError) -> Response<Body> {
+    broker.metrics.refused_auth.increment(1);
+    error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &e.to_string())
+}
+
+/// `a=1&b=x%2Cy` → pairs, percent-decoded.
+fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn run(broker: Arc<Broker>, on_upgrade: OnUpgrade, params: Params) {
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade did not complete");
+            return;
+        }
+    };
+    let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TCP stream");
+            return;
+        }
+    };
+    let stream = parts.io.into_inner();
+    let read_buf = BytesMut::from(&parts.read_buf[..]);
+    let mut session = Session::new(broker, params.identity, params.batch);
+    session.serve(stream, read_buf, params.channels).await;
+    session.cleanup().await;
+}
+
+/// Whether the loop goes on after handling an event.
+enum Flow {
+    Continue,
+    Closed,
+}
+
+/// Publish tokens per connection (token bucket, refilled from the live limits).
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+struct Session {
+    broker: Arc<Broker>,
+    key: ConnKey,
+    /// The connection id clients see: `<node>:<number>`.
+    id: String,
+    user: Option<Arc<str>>,
+    expires_at: Option<SystemTime>,
+    batch: bool,
+    outbox: Arc<Outbox>,
+    /// Client channel → the topic it is carried on.
+    subscriptions: HashMap<ChannelName, TopicKey>,
+    /// How many of this connection's client channels share each topic.
+    topic_refs: HashMap<TopicKey, usize>,
+    bucket: Bucket,
+    reader: FrameReader,
+    pending: Vec<Bytes>,
+    write_buf: Vec<u8>,
+}
+
+impl Session {
+    fn new(broker: Arc<Broker>, identity: Identity, batch: bool) -> Session {
+        let key = broker.next_conn();
+        let id = format!("{}:{}", broker.node, key);
+        let outbox = Arc::new(Outbox::new(broker.server.outbound_queue));
+        broker.hub.register(key, outbox.clone());
+        broker.metrics.connections.increment(1.0);
+        broker.metrics.connections_total.increment(1);
+        let burst = broker.live.load().limits.publish_burst;
+        let reader = FrameReader::new(broker.server.max_frame_bytes);
+        Session {
+            broker,
+            key,
+            id,
+            user: identity.user,
+            expires_at: identity.expires_at,
+            batch,
+            outbox,
+            subscriptions: HashMap::new(),
+            topic_refs: HashMap::new(),
+            bucket: Bucket { tokens: burst, last: Instant::now() },
+            reader,
+            pending: Vec::new(),
+            write_buf: Vec::new(),
+        }
+    }
+
+    fn reply(&self, json: Bytes) {
+        self.outbox.push(wsframe::text_frame(&json));
+    }
+
+    fn reply_error(&self, id: Option<&RawValue>, code: ErrorCode, message: &str) {
+        crate::metrics::Metrics::client_error(code);
+        self.reply(encode::error(id, code, message));
+    }
+
+    async fn serve(
+        &mut self,
+        mut stream: TcpStream,
+        mut read_buf: BytesMut,
+        channels: Vec<String>,
+    ) {
+        self.reply(encode::welcome(&self.id, &self.broker.node));
+        for channel in channels {
+            if let Err(e) = self.subscribe(&channel).await {
+                self.reply_error(None, e.code, &format!("{channel}: {}", e.message));
+            }
+        }
+        let shutdown = self.broker.shutdown.clone();
+        let mut rules_version = self.broker.rules_version.subscribe();
+        let expiry = self.expires_at.map(|t| {
+            let left = t.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+            tokio::time::Instant::now() + left
+        });
+        let expired = tokio::time::sleep_until(expiry.unwrap_or_else(far_future));
+        tokio::pin!(expired);
+        let mut reading = true;
+        loop {
+            if read_buf.capacity() - read_buf.len() < 256 {
+                read_buf.reserve(1024);
+            }
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled(), if !self.outbox.is_closing() => {
+                    self.outbox.close(close::GOING_AWAY, "broker shutting down");
+                }
+                _ = &mut expired, if expiry.is_some() && !self.outbox.is_closing() => {
+                    self.outbox.close(close::TOKEN_EXPIRED, "token expired");
+                }
+                _ = self.outbox.ready() => {
+                    if let Flow::Closed = self.flush(&mut stream).await {
+                        return;
+                    }
+                }
+                Ok(()) = rules_version.changed() => self.revalidate().await,
+                read = stream.read_buf(&mut read_buf), if reading => {
+                    match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => reading = self.on_bytes(&mut read_buf).await,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles every complete frame in `buf`; false once the connection must stop reading.
+    async fn on_bytes(&mut self, buf: &mut BytesMut) -> bool {
+        loop {
+            match self.reader.next(buf) {
+                Ok(None) => {
+                    // A large frame may have grown the buffer; idle connections stay small.
+                    if buf.is_empty() && buf.capacity() > 64 * 1024 {
+                        *buf = BytesMut::with_capacity(1024);
+                    }
+                    return true;
+                }
+                Ok(Some(Received::Text(text))) => self.on_text(&text).await,
+                Ok(Some(Received::Binary(_))) => self.reply_error(
+                    None,
+                    ErrorCode::BadRequest,
+                    "binary frames are not supported; send JSON text frames",
+                ),
+                Ok(Some(Received::Ping(payload))) => {
+                    self.outbox.push(wsframe::control_frame(wsframe::OP_PONG, &payload));
+                }
+                Ok(Some(Received::Pong)) => {}
+                Ok(Some(Received::Close(code))) => {
+                    // Echo the client's code when it is one that may be sent on the wire.
+                    let code = code
+                        .filter(|c| matches!(c, 1000..=1003 | 1007..=1011 | 3000..=4999))
+                        .unwrap_or(close::NORMAL);
+                    self.outbox.close(code, "");
+                    return false;
+                }
+                Err(e) => {
+                    self.outbox.close(e.close_code(), &e.reason());
+                    return false;
+                }
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: &[u8]) {
+        // FrameReader has checked UTF-8 already.
+        let Ok(text) = std::str::from_utf8(text) else { return };
+        let frame = match protocol::decode(text) {
+            Ok(f) => f,
+            Err(e) => return self.reply_error(e.id, e.code, &e.message),
+        };
+        let id = frame.id;
+        let result = match frame.op {
+            ClientOp::Ping => {
+                self.reply(encode::pong(id));
+                return;
+            }
+            ClientOp::Subscribe { channel } => self.subscribe(&channel).await,
+            ClientOp::Unsubscribe { channel } => self.unsubscribe(&channel).await,
+            ClientOp::Publish { channel, data } => match self.take_token() {
+                Ok(()) => {
+                    let caller = Caller::Client { user: self.user.as_deref() };
+                    ops::publish(&self.broker, caller, &channel, data).await
+                }
+                Err(e) => Err(e),
+            },
+            ClientOp::Send { to, data } => match self.take_token() {
+                Ok(()) => ops::send(&self.broker, &self.id, self.user.as_deref(), &to, data).await,
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(()) if id.is_some() => self.reply(encode::ok(id)),
+            Ok(()) => {}
+            Err(e) => self.reply_error(id, e.code, &e.message),
+        }
+    }
+
+    fn take_token(&mut self) -> Result<(), OpError> {
+        let live = self.broker.live.load();
+        let now = Instant::now();
+        let refill = now.duration_since(self.bucket.last).as_secs_f64() * live.limits.publish_rate;
+        self.bucket.tokens = (self.bucket.tokens + refill).min(live.limits.publish_burst);
+        self.bucket.last = now;
+        if self.bucket.tokens < 1.0 {
+            return Err(OpError::new(
+                ErrorCode::RateLimited,
+                format!("over {} publishes per second", live.limits.publish_rate),
+            ));
+        }
+        self.bucket.tokens -= 1.0;
+        Ok(())
+    }
+
+    async fn subscribe(&mut self, channel: &str) -> Result<(), OpError> {
+        let name = ops::parse_channel(channel)?;
+        if self.subscriptions.contains_key(&name) {
+            return Ok(());
+        }
+        let live = self.broker.live.load_full();
+        let resolved = live.rules.resolve(&name).ok_or_else(|| {
+            OpError::new(ErrorCode::NoRoute, format!("no route matches channel {name}"))
+        })?;
+        if !resolved.may_subscribe(self.user.as_deref()) {
+            return Err(ops::forbidden("subscribing", &name, self.user.as_deref()));
+        }
+        if self.subscriptions.len() >= live.limits.max_subscriptions {
+            return Err(OpError::new(
+                ErrorCode::RateLimited,
+                format!("subscription limit of {} channels reached", live.limits.max_subscriptions),
+            ));
+        }
+        let key = TopicKey {
+            backend: resolved.route.backend,
+            channel: Arc::from(resolved.backend_channel(&name)),
+        };
+        self.hold(&key).await?;
+        self.subscriptions.insert(name, key);
+        self.broker.metrics.subscriptions.increment(1.0);
+        Ok(())
+    }
+
+    /// Takes one reference on a topic, subscribing through the hub on the first.
+    async fn hold(&mut self, key: &TopicKey) -> Result<(), OpError> {
+        if let Some(n) = self.topic_refs.get_mut(key) {
+            *n += 1;
+            return Ok(());
+        }
+        self.broker
+            .hub
+            .subscribe(key, self.key, &self.outbox)
+            .await
+            .map_err(|e| OpError::new(ErrorCode::Unavailable, e.to_string()))?;
+        self.topic_refs.insert(key.clone(), 1);
+        Ok(())
+    }
+
+    /// Drops one reference on a topic, unsubscribing through the hub on the last.
+    async fn release(&mut self, key: &TopicKey) {
+        let last = match self.topic_refs.get_mut(key) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if last {
+            self.topic_refs.remove(key);
+            self.broker.hub.unsubscribe(key, self.key).await;
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> Result<(), OpError> {
+        let name = ops::parse_channel(channel)?;
+        if let Some(key) = self.subscriptions.remove(&name) {
+            self.release(&key).await;
+            self.broker.metrics.subscriptions.decrement(1.0);
+        }
+        Ok(())
+    }
+
+    /// After a reload: ends subscriptions the new rules no longer allow, and moves those whose
+    /// backend channel changed.
+    async fn revalidate(&mut self) {
+        let live = self.broker.live.load_full();
+        let names: Vec<ChannelName> = self.subscriptions.keys().cloned().collect();
+        for name in names {
+            let verdict = match live.rules.resolve(&name) {
+                None => Err("no_route"),
+                Some(r) if !r.may_subscribe(self.user.as_deref()) => Err("forbidden"),
+                Some(r) => Ok(TopicKey {
+                    backend: r.route.backend,
+                    channel: Arc::from(r.backend_channel(&name)),
+                }),
+            };
+            let Some(old) = self.subscriptions.get(&name).cloned() else { continue };
+            match verdict {
+                Ok(new) if new == old => {}
+                Ok(new) => {
+                    if self.hold(&new).await.is_ok() {
+                        self.subscriptions.insert(name.clone(), new);
+                        self.release(&old).await;
+                    } else {
+                        self.subscriptions.remove(&name);
+                        self.release(&old).await;
+                        self.broker.metrics.subscriptions.decrement(1.0);
+                        self.reply(encode::unsubscribed(name.as_str(), "unavailable"));
+                    }
+                }
+                Err(reason) => {
+                    self.subscriptions.remove(&name);
+                    self.release(&old).await;
+                    self.broker.metrics.subscriptions.decrement(1.0);
+                    self.reply(encode::unsubscribed(name.as_str(), reason));
+                }
+            }
+        }
+    }
+
+    /// Writes everything queued; on a close request, the close frame too, and ends.
+    async fn flush(&mut self, stream: &mut TcpStream) -> Flow {
+        loop {
+            let close = self.outbox.drain(&mut self.pending);
+            if self.pending.is_empty() && close.is_none() {
+                return Flow::Continue;
+            }
+            self.write_buf.clear();
+            encode_pending(&mut self.write_buf, &mut self.pending, self.batch);
+            if let Some(c) = close {
+                self.write_buf.extend_from_slice(&wsframe::close_frame(c.code, &c.reason));
+                let _ = tokio::time::timeout(CLOSE_GRACE, stream.write_all(&self.write_buf)).await;
+                finish_close(stream).await;
+                return Flow::Closed;
+            }
+            if !self.write_all(stream).await {
+                return Flow::Closed;
+            }
+            if self.write_buf.capacity() > 1024 * 1024 {
+                self.write_buf = Vec::new();
+            }
+        }
+    }
+
+    /// Writes `write_buf`; gives up when the socket fails, or when the outbox was closed while
+    /// the socket would not take bytes (a slow consumer) and stays stuck past the grace time.
+    async fn write_all(&mut self, stream: &mut TcpStream) -> bool {
+        let mut written = 0;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        while written < self.write_buf.len() {
+            tokio::select! {
+                r = stream.write(&self.write_buf[written..]) => match r {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => written += n,
+                },
+                _ = self.outbox.closing(), if deadline.is_none() => {
+                    deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    async fn cleanup(&mut self) {
+        let keys: Vec<TopicKey> = self.topic_refs.drain().map(|(k, _)| k).collect();
+        for key in keys {
+            self.broker.hub.unsubscribe(&key, self.key).await;
+        }
+        self.broker.metrics.subscriptions.decrement(self.subscriptions.len() as f64);
+        self.subscriptions.clear();
+        self.broker.hub.deregister(self.key);
+        self.broker.metrics.connections.decrement(1.0);
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+/// Serializes queued frames into one write. In batch mode, runs of text frames are packed into
+/// one frame whose JSON objects are separated by `\n`.
+fn encode_pending(out: &mut Vec<u8>, pending: &mut Vec<Bytes>, batch: bool) {
+    if !batch {
+        for f in pending.drain(..) {
+            out.extend_from_slice(&f);
+        }
+        return;
+    }
+    let mut run: Vec<&[u8]> = Vec::new();
+    let mut run_len = 0;
+    let flush_run = |out: &mut Vec<u8>, run: &mut Vec<&[u8]>, run_len: &mut usize| {
+        if run.is_empty() {
+            return;
+        }
+        let len = *run_len + run.len() - 1;
+        wsframe::put_header(out, wsframe::OP_TEXT, len);
+        for (i, p) in run.iter().enumerate() {
+            if i > 0 {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(p);
+        }
+        run.clear();
+        *run_len = 0;
+    };
+    for f in pending.iter() {
+        if f.first() == Some(&(0x80 | wsframe::OP_TEXT)) {
+            let payload = wsframe::frame_payload(f);
+            if run_len + payload.len() + run.len() > BATCH_FRAME_BYTES {
+                flush_run(out, &mut run, &mut run_len);
+            }
+            run_len += payload.len();
+            run.push(payload);
+        } else {
+            flush_run(out, &mut run, &mut run_len);
+            out.extend_from_slice(f);
+        }
+    }
+    flush_run(out, &mut run, &mut run_len);
+    pending.clear();
+}
+
+/// After the close frame: stop sending, and read (and drop) what the client still sends until
+/// it closes too, so unread bytes do not turn our close into a reset that loses the close frame.
+async fn finish_close(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_percent_decoded() {
+        let pairs = form_urlencoded_pairs("channel=a%2Cb,c&batch=1&token=x%3Dy&bad=%zz");
+        assert_eq!(pairs[0], ("channel".into(), "a,b,c".into()));
+        assert_eq!(pairs[1], ("batch".into(), "1".into()));
+        assert_eq!(pairs[2], ("token".into(), "x=y".into()));
+        assert_eq!(pairs[3], ("bad".into(), "%zz".into()));
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+
+    #[test]
+    fn batches_pack_text_frames_only() {
+        let mut pending = vec![
+            wsframe::text_frame(b"{\"a\":1}"),
+            wsframe::text_frame(b"{\"b\":2}"),
+            wsframe::control_frame(wsframe::OP_PONG, b""),
+            wsframe::text_frame(b"{\"c\":3}"),
+        ];
+        let mut out = Vec::new();
+        encode_pending(&mut out, &mut pending, true);
+        let first = wsframe::text_frame(b"{\"a\":1}\n{\"b\":2}");
+        assert_eq!(&out[..first.len()], &first[..]);
+        assert_eq!(out[first.len()], 0x8A);
+        assert!(pending.is_empty());
+    }
+}

@@ -1,0 +1,337 @@
+//! The hub: the only owner of "who on this node listens to what".
+//!
+//! Client subscriptions are grouped by backend channel into topics. Each topic holds exactly
+//! one backend subscription however many local connections hold it (reference counted by its
+//! subscriber set). Messages arriving from a backend are framed once and the same bytes are
+//! queued to every local subscriber's [`Outbox`].
+//!
+//! Each node also subscribes to its inbox channel on the inbox backend; `send` frames travel
+//! there as `<connection number>\n<frame>`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use switchyard_backend::{Backend, BackendError, Incoming, Message};
+use tokio_util::task::TaskTracker;
+
+use crate::gateway::wsframe;
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, Push};
+
+/// A backend channel on one of the node's backends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TopicKey {
+    pub backend: usize,
+    pub channel: Arc<str>,
+}
+
+/// A local connection as the hub sees it.
+pub type ConnKey = u64;
+
+struct Topic {
+    subscribers: Mutex<HashMap<ConnKey, Arc<Outbox>>>,
+    /// Whether the backend subscription is in place. Held across the backend call so that
+    /// subscribe and unsubscribe of one topic never interleave.
+    backend_subscribed: tokio::sync::Mutex<bool>,
+}
+
+impl Topic {
+    fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<ConnKey, Arc<Outbox>>> {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A named backend the hub routes through.
+pub struct HubBackend {
+    pub name: Arc<str>,
+    pub backend: Arc<dyn Backend>,
+}
+
+pub struct Hub {
+    node: Arc<str>,
+    backends: Vec<HubBackend>,
+    inbox: Option<(usize, Arc<str>)>,
+    topics: RwLock<HashMap<TopicKey, Arc<Topic>>>,
+    connections: RwLock<HashMap<ConnKey, Arc<Outbox>>>,
+    metrics: Metrics,
+}
+
+/// The inbox channel of node `node`.
+pub fn inbox_channel(node: &str) -> String {
+    format!("switchyard:inbox:{node}")
+}
+
+impl Hub {
+    /// A hub over `backends`; `inbox` is the index of the backend that carries `send` frames.
+    pub fn new(
+        node: Arc<str>,
+        backends: Vec<HubBackend>,
+        inbox: Option<usize>,
+        metrics: Metrics,
+    ) -> Hub {
+        let inbox = inbox.map(|i| (i, Arc::from(inbox_channel(&node))));
+        Hub {
+            node,
+            backends,
+            inbox,
+            topics: RwLock::new(HashMap::new()),
+            connections: RwLock::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    pub fn node(&self) -> &Arc<str> {
+        &self.node
+    }
+
+    pub fn backends(&self) -> &[HubBackend] {
+        &self.backends
+    }
+
+    /// Subscribes to this node's inbox and starts one dispatch task per backend.
+    pub async fn start(self: &Arc<Self>, tracker: &TaskTracker) -> Result<(), BackendError> {
+        for (index, b) in self.backends.iter().enumerate() {
+            let incoming = b.backend.take_incoming().ok_or_else(|| {
+                BackendError::Invalid(format!("backend {} handed out its stream already", b.name))
+            })?;
+            let hub = self.clone();
+            tracker.spawn(async move { hub.dispatch(index, incoming).await });
+        }
+        if let Some((index, channel)) = &self.inbox {
+            self.backends[*index].backend.subscribe(channel).await?;
+        }
+        Ok(())
+    }
+
+    async fn dispatch(self: Arc<Self>, backend: usize, mut incoming: Incoming) {
+        let received = Metrics::received(&self.backends[backend].name);
+        let mut batch = Vec::with_capacity(256);
+        loop {
+            batch.clear();
+            if incoming.recv_many(&mut batch, 256).await == 0 {
+                return;
+            }
+            received.increment(batch.len() as u64);
+            for message in batch.drain(..) {
+                self.deliver(backend, message);
+            }
+        }
+    }
+
+    fn deliver(&self, backend: usize, message: Message) {
+        if let Some((inbox_backend, inbox)) = &self.inbox {
+            if *inbox_backend == backend && message.channel == *inbox {
+                self.deliver_direct(&message.payload);
+                return;
+            }
+        }
+        let key = TopicKey { backend, channel: message.channel };
+        let topic = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let Some(topic) = topic else {
+            self.metrics.dropped_no_subscriber.increment(1);
+            return;
+        };
+        let frame = wsframe::text_frame(&message.payload);
+        let subscribers = topic.subscribers();
+        let mut queued = 0;
+        for outbox in subscribers.values() {
+            match outbox.push(frame.clone()) {
+                Push::Queued => queued += 1,
+                Push::Overflowed => self.metrics.slow_consumers.increment(1),
+                Push::Closed => self.metrics.dropped_closed.increment(1),
+            }
+        }
+        drop(subscribers);
+        self.metrics.delivered.increment(queued);
+    }
+
+    fn deliver_direct(&self, payload: &Bytes) {
+        let Some(newline) = payload.iter().position(|b| *b == b'\n') else {
+            return;
+        };
+        let Some(conn) = std::str::from_utf8(&payload[..newline]).ok().and_then(|s| s.parse().ok())
+        else {
+            return;
+        };
+        self.push_to(conn, wsframe::text_frame(&payload[newline + 1..]));
+    }
+
+    /// Queues a frame to one local connection; false when it does not exist.
+    pub fn push_to(&self, conn: ConnKey, frame: Bytes) -> bool {
+        let outbox = self.connections.read().unwrap_or_else(|e| e.into_inner()).get(&conn).cloned();
+        match outbox {
+            Some(o) => {
+                match o.push(frame) {
+                    Push::Queued => self.metrics.delivered.increment(1),
+                    Push::Overflowed => self.metrics.slow_consumers.increment(1),
+                    Push::Closed => self.metrics.dropped_closed.increment(1),
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Publishes `payload` (an encoded server frame) to a backend channel.
+    pub async fn publish(
+        &self,
+        backend: usize,
+        channel: &str,
+        payload: Bytes,
+    ) -> Result<(), BackendError> {
+        let b = self
+            .backends
+            .get(backend)
+            .ok_or_else(|| BackendError::Invalid(format!("no backend #{backend}")))?;
+        b.backend.publish(channel, payload).await
+    }
+
+    /// Sends a `direct` frame to connection `conn` on node `node`.
+    pub async fn send_direct(
+        &self,
+        node: &str,
+        conn: ConnKey,
+        frame: Bytes,
+    ) -> Result<bool, BackendError> {
+        if node == &*self.node {
+            return Ok(self.push_to(conn, wsframe::text_frame(&frame)));
+        }
+        let Some((backend, _)) = &self.inbox else {
+            return Ok(false);
+        };
+        let mut payload = Vec::with_capacity(frame.len() + 21);
+        payload.extend_from_slice(conn.to_string().as_bytes());
+        payload.push(b'\n');
+        payload.extend_from_slice(&frame);
+        self.backends[*backend].backend.publish(&inbox_channel(node), payload.into()).await?;
+        Ok(true)
+    }
+
+    pub fn register(&self, conn: ConnKey, outbox: Arc<Outbox>) {
+        self.connections.write().unwrap_or_else(|e| e.into_inner()).insert(conn, outbox);
+    }
+
+    pub fn deregister(&self, conn: ConnKey) {
+        self.connections.write().unwrap_or_else(|e| e.into_inner()).remove(&conn);
+    }
+
+    /// Every local connection's outbox (for shutdown and reload).
+    pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
+        self.connections.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Adds `conn` to a topic; subscribes the backend when it is the topic's first subscriber.
+    pub async fn subscribe(
+        &self,
+        key: &TopicKey,
+        conn: ConnKey,
+        outbox: &Arc<Outbox>,
+    ) -> Result<(), BackendError> {
+        let backend = self
+            .backends
+            .get(key.backend)
+            .ok_or_else(|| BackendError::Invalid(format!("no backend #{}", key.backend)))?;
+        let topic = {
+            let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+            let topic = topics
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    Arc::new(Topic {
+                        subscribers: Mutex::new(HashMap::new()),
+                        backend_subscribed: tokio::sync::Mutex::new(false),
+                    })
+                })
+                .clone();
+            topic.subscribers().insert(conn, outbox.clone());
+            topic
+        };
+        let mut subscribed = topic.backend_subscribed.lock().await;
+        if *subscribed {
+            return Ok(());
+        }
+        match backend.backend.subscribe(&key.channel).await {
+            Ok(()) => {
+                *subscribed = true;
+                self.metrics.backend_subscriptions.increment(1.0);
+                Ok(())
+            }
+            Err(e) => {
+                drop(subscribed);
+                self.remove_subscriber(key, &topic, conn).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes `conn` from a topic; unsubscribes the backend when it was the last one.
+    pub async fn unsubscribe(&self, key: &TopicKey, conn: ConnKey) {
+        let topic = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
+        if let Some(topic) = topic {
+            self.remove_subscriber(key, &topic, conn).await;
+        }
+    }
+
+    async fn remove_subscriber(&self, key: &TopicKey, topic: &Arc<Topic>, conn: ConnKey) {
+        let now_empty = {
+            let mut subs = topic.subscribers();
+            subs.remove(&conn);
+            subs.is_empty()
+        };
+        if !now_empty {
+            return;
+        }
+        let mut subscribed = topic.backend_subscribed.lock().await;
+        // Someone may have joined while we waited for the lock; they keep the subscription.
+        if !topic.subscribers().is_empty() {
+            return;
+        }
+        if *subscribed {
+            if let Some(b) = self.backends.get(key.backend) {
+                if let Err(e) = b.backend.unsubscribe(&key.channel).await {
+                    // The backend drops its record of the channel either way, so nothing
+                    // is delivered for it; a failed unsubscribe only costs Redis traffic.
+                    tracing::warn!(backend = %b.name, channel = %key.channel, error = %e, "backend unsubscribe failed");
+                }
+            }
+            *subscribed = false;
+            self.metrics.backend_subscriptions.decrement(1.0);
+        }
+        drop(subscribed);
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        if topic.subscribers().is_empty() {
+            if let Some(current) = topics.get(key) {
+                if Arc::ptr_eq(current, topic) {
+                    topics.remove(key);
+                }
+            }
+        }
+    }
+
+    /// Number of local subscribers of a topic (for tests and introspection).
+    pub fn subscriber_count(&self, key: &TopicKey) -> usize {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map_or(0, |t| t.subscribers().len())
+    }
+
+    /// Whether every backend is reachable (drives `/readyz`).
+    pub async fn ready(&self) -> Result<(), (Arc<str>, BackendError)> {
+        for b in &self.backends {
+            b.backend.ready().await.map_err(|e| (b.name.clone(), e))?;
+        }
+        Ok(())
+    }
+
+    pub async fn shutdown(&self) {
+        for b in &self.backends {
+            b.backend.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Hot reload: the config file is re-read when it changes (polled, so editors that replace the
+//! file and network filesystems both work) and on SIGHUP. A file that fails to load is
+//! reported and counted; the running rules stay.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::broker::Broker;
+use crate::config::Config;
+
+/// How often the file's metadata is checked.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+fn stamp(path: &PathBuf) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp { modified: m.modified().ok(), len: m.len() })
+}
+
+/// Watches `path` until the broker shuts down.
+pub async fn watch(broker: Arc<Broker>, path: PathBuf) {
+    let mut last = stamp(&path);
+    let mut hangup = hangup_signal();
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            _ = broker.shutdown.cancelled() => return,
+            _ = tick.tick() => false,
+            _ = recv(&mut hangup) => true,
+        };
+        let now = stamp(&path);
+        if !forced && now == last {
+            continue;
+        }
+        last = now;
+        reload(&broker, &path);
+    }
+}
+
+/// Loads `path` and swaps its rules in; logs and counts the outcome.
+pub fn reload(broker: &Broker, path: &PathBuf) -> bool {
+    let result = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
+        broker.reload(&c).map(|()| c.rules.routes().len()).map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(routes) => {
+            broker.metrics.reload_ok.increment(1);
+            tracing::info!(file = %path.display(), routes, "config reloaded");
+            true
+        }
+        Err(e) => {
+            broker.metrics.reload_failed.increment(1);
+            tracing::error!(file = %path.display(), "config reload failed; the running rules stay:\n{e}");
+            false
+        }
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+#[cfg(not(unix))]
+fn hangup_signal() -> Hangup {}
+
+#[cfg(unix)]
+async fn recv(h: &mut Hangup) {
+    match h {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+#[cfg(not(unix))]
+async fn recv(_: &mut Hangup) {
+    std::future::pending().await
+}
