@@ -93,6 +93,9 @@ pub struct Report {
     /// (upper bound µs, count) per histogram bucket, for plotting elsewhere.
     pub latency_buckets: Vec<(u64, u64)>,
     pub broker: Option<Broker>,
+    /// This load generator's own CPU over the measured window (to show it was not the limit).
+    pub loadgen_cpu_s: f64,
+    pub loadgen_cpu_s_per_million_deliveries: Option<f64>,
     pub throughput: Vec<Point>,
     pub notes: Vec<String>,
     #[serde(skip)]
@@ -195,6 +198,12 @@ impl Report {
                 let _ = write!(s, " ({:.2} KiB per connection)", r / 1024.0);
             }
             rows.push(("broker", s));
+        }
+        if let Some(c) = self.loadgen_cpu_s_per_million_deliveries {
+            rows.push((
+                "load generator",
+                format!("cpu {:.2} s, {c:.3} CPU-s per million deliveries", self.loadgen_cpu_s),
+            ));
         }
         for n in &self.notes {
             rows.push(("note", n.clone()));

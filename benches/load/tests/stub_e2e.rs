@@ -120,3 +120,30 @@ async fn scenarios_against_stub() {
     blocking.await.expect("scenarios");
     drop(stub);
 }
+
+/// Not a check, a measurement: the load generator's own CPU per million deliveries with each
+/// client implementation, against the stub. Run with
+/// `cargo test --release -p switchyard-load --test stub_e2e -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+#[ignore]
+async fn client_cost() {
+    let stub = stub::start().await;
+    let url = format!("ws://{}/ws", stub.addr);
+    tokio::task::spawn_blocking(move || {
+        for round in 0..3 {
+            for client in ["raw", "tungstenite"] {
+                let r = run(&[
+                    "fanout", "--url", &url, "--client", client, "--subscribers", "200",
+                    "--messages", "5000", "--window", "256", "--threads", "1",
+                ]);
+                println!(
+                    "round {round} {client:>11}: {} delivered, {:.0}/s, load generator {:.3} CPU-s per million",
+                    r["delivered"], r["deliveries_per_s"].as_f64().unwrap_or(0.0),
+                    r["loadgen_cpu_s_per_million_deliveries"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+    })
+    .await
+    .expect("measure");
+}

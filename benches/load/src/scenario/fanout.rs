@@ -98,6 +98,7 @@ async fn run(ctx: &Ctx, name: &str, params: serde_json::Value, plan: Plan<'_>) -
     }
 
     let before = ctx.sample();
+    let own_before = ctx.sample_self();
     let bar = live::bar(plan.messages * subscribed as u64, "deliveries");
     let sampler = Sampler::start(ctx.live.clone(), Duration::from_millis(100), bar);
     let start = Instant::now();
@@ -143,6 +144,7 @@ async fn run(ctx: &Ctx, name: &str, params: serde_json::Value, plan: Plan<'_>) -
 
     drain(ctx, publishers as u64).await;
     let after = ctx.sample();
+    let own_after = ctx.sample_self();
     let _ = stop_tx.send(true);
     let throughput = sampler.finish().await;
 
@@ -163,7 +165,14 @@ async fn run(ctx: &Ctx, name: &str, params: serde_json::Value, plan: Plan<'_>) -
         }
     }
     report.elapsed_s = start.elapsed().as_secs_f64();
-    fill_common(&mut report, ctx, &totals, &outcomes, (start_ns, before, after));
+    fill_common(
+        &mut report,
+        ctx,
+        &totals,
+        &outcomes,
+        (start_ns, before, after),
+        (own_before, own_after),
+    );
     report.throughput = throughput;
     report.latency_hist = Some(totals.latency_us);
     if ctx.live.connect_failed.load(Ordering::Relaxed) > 0 {

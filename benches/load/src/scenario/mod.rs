@@ -37,6 +37,11 @@ impl Ctx {
         Duration::from_secs_f64(self.common.drain_timeout.max(0.0))
     }
 
+    /// Our own CPU and RSS.
+    pub fn sample_self(&self) -> Option<ProcSample> {
+        procfs::sample(std::process::id()).ok()
+    }
+
     pub fn sample(&self) -> Option<ProcSample> {
         let pid = self.common.pid?;
         match procfs::sample(pid) {
@@ -432,6 +437,7 @@ pub fn fill_common(
     totals: &Totals,
     outcomes: &[Outcome],
     window: (u64, Option<ProcSample>, Option<ProcSample>),
+    own: (Option<ProcSample>, Option<ProcSample>),
 ) {
     let live = &ctx.live;
     let (start_ns, before, after) = window;
@@ -457,6 +463,11 @@ pub fn fill_common(
     }
     if let (Some(pid), Some(b), Some(a)) = (ctx.common.pid, before, after) {
         report.broker = Some(Broker::from_samples(pid, b, a, totals.delivered, None));
+    }
+    if let (Some(b), Some(a)) = own {
+        report.loadgen_cpu_s = (a.cpu_s - b.cpu_s).max(0.0);
+        report.loadgen_cpu_s_per_million_deliveries =
+            (totals.delivered > 0).then(|| report.loadgen_cpu_s / (totals.delivered as f64 / 1e6));
     }
 }
 

@@ -42,6 +42,7 @@ pub async fn rooms(ctx: &Ctx, args: &RoomsArgs) -> Result<Report> {
     let interval = if per_conn_rate > 0.0 { 1.0 / per_conn_rate } else { 0.0 };
     let (stop_tx, stop_rx) = watch::channel(false);
     let before = ctx.sample();
+    let own_before = ctx.sample_self();
     let sampler =
         Sampler::start(ctx.live.clone(), Duration::from_millis(100), live::bar(0, "deliveries"));
     // A moment in the future so every task starts on the same clock, staggered within one
@@ -81,6 +82,7 @@ pub async fn rooms(ctx: &Ctx, args: &RoomsArgs) -> Result<Report> {
 
     drain(ctx, publishers).await;
     let after = ctx.sample();
+    let own_after = ctx.sample_self();
     let _ = stop_tx.send(true);
     let throughput = sampler.finish().await;
 
@@ -110,7 +112,14 @@ pub async fn rooms(ctx: &Ctx, args: &RoomsArgs) -> Result<Report> {
         totals.add(&o.rx, from_room + from_dm);
     }
     report.elapsed_s = start.elapsed().as_secs_f64();
-    fill_common(&mut report, ctx, &totals, &outcomes, (start_ns, before, after));
+    fill_common(
+        &mut report,
+        ctx,
+        &totals,
+        &outcomes,
+        (start_ns, before, after),
+        (own_before, own_after),
+    );
     report.throughput = throughput;
     report.latency_hist = Some(totals.latency_us);
     Ok(report)
