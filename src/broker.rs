@@ -115,9 +115,7 @@ impl Broker {
             .or(if config.backends.is_empty() { None } else { Some(0) });
         let hub = Arc::new(Hub::new(node.clone(), hub_backends, inbox, metrics.clone()));
         let tracker = TaskTracker::new();
-        hub.start(&tracker)
-            .await
-            .map_err(|source| StartError::Backend { name: "inbox".into(), source })?;
+        hub.start().await.map_err(|source| StartError::Backend { name: "inbox".into(), source })?;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|source| StartError::Bind { addr: config.server.listen, source })?;

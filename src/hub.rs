@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use switchyard_backend::{Backend, BackendError, Incoming, Message};
-use tokio_util::task::TaskTracker;
+use tokio_util::sync::CancellationToken;
 
 use crate::gateway::wsframe;
 use crate::metrics::Metrics;
@@ -55,6 +55,8 @@ pub struct Hub {
     topics: RwLock<HashMap<TopicKey, Arc<Topic>>>,
     connections: RwLock<HashMap<ConnKey, Arc<Outbox>>>,
     metrics: Metrics,
+    /// Ends the dispatch tasks; cancelled after sessions have drained.
+    stop: CancellationToken,
 }
 
 /// The inbox channel of node `node`.
@@ -78,6 +80,7 @@ impl Hub {
             topics: RwLock::new(HashMap::new()),
             connections: RwLock::new(HashMap::new()),
             metrics,
+            stop: CancellationToken::new(),
         }
     }
 
@@ -89,14 +92,21 @@ impl Hub {
         &self.backends
     }
 
-    /// Subscribes to this node's inbox and starts one dispatch task per backend.
-    pub async fn start(self: &Arc<Self>, tracker: &TaskTracker) -> Result<(), BackendError> {
+    /// Subscribes to this node's inbox and starts one dispatch task per backend. The tasks run
+    /// until [`Hub::shutdown`], after the sessions (tracked elsewhere) have drained.
+    pub async fn start(self: &Arc<Self>) -> Result<(), BackendError> {
         for (index, b) in self.backends.iter().enumerate() {
             let incoming = b.backend.take_incoming().ok_or_else(|| {
                 BackendError::Invalid(format!("backend {} handed out its stream already", b.name))
             })?;
             let hub = self.clone();
-            tracker.spawn(async move { hub.dispatch(index, incoming).await });
+            tokio::spawn(async move {
+                let stop = hub.stop.clone();
+                tokio::select! {
+                    _ = hub.dispatch(index, incoming) => {}
+                    _ = stop.cancelled() => {}
+                }
+            });
         }
         if let Some((index, channel)) = &self.inbox {
             self.backends[*index].backend.subscribe(channel).await?;
@@ -330,6 +340,7 @@ impl Hub {
     }
 
     pub async fn shutdown(&self) {
+        self.stop.cancel();
         for b in &self.backends {
             b.backend.shutdown().await;
         }

@@ -1,0 +1,290 @@
+//! Test helpers: a broker on 127.0.0.1:0 and a WebSocket client with timeouts.
+//!
+//! Every wait is bounded: a test that waits for a frame that never comes fails with a message
+//! saying what it waited for, instead of hanging.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use switchyard::broker::{Broker, BrokerHandle};
+use switchyard::config::Config;
+use switchyard_backend::Backend;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A config that lets anonymous clients do everything, on the memory backend.
+pub const OPEN_CONFIG: &str = r#"
+[backends.local]
+kind = "memory"
+
+[[routes]]
+match = "**"
+subscribe = "anyone"
+publish = "anyone"
+"#;
+
+pub fn config(toml: &str) -> Config {
+    let mut c = Config::parse("test.toml", toml).unwrap_or_else(|e| panic!("test config: {e}"));
+    c.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    c
+}
+
+pub struct TestBroker {
+    pub handle: BrokerHandle,
+    pub addr: SocketAddr,
+}
+
+impl TestBroker {
+    pub async fn start(toml: &str) -> TestBroker {
+        TestBroker::from_config(config(toml)).await
+    }
+
+    pub async fn from_config(config: Config) -> TestBroker {
+        let handle = Broker::start(config).await.unwrap_or_else(|e| panic!("broker start: {e}"));
+        let addr = handle.local_addr();
+        TestBroker { handle, addr }
+    }
+
+    /// A broker on backends the test built (e.g. memory backends sharing one bus).
+    pub async fn with_backends(config: Config, backends: Vec<Arc<dyn Backend>>) -> TestBroker {
+        let handle = Broker::start_with_backends(config, backends)
+            .await
+            .unwrap_or_else(|e| panic!("broker start: {e}"));
+        let addr = handle.local_addr();
+        TestBroker { handle, addr }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.addr, path_and_query)
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Connects to `/ws?<query>` and reads the welcome frame.
+    pub async fn connect(&self, query: &str) -> Client {
+        let url =
+            if query.is_empty() { self.url("/ws") } else { self.url(&format!("/ws?{query}")) };
+        Client::connect(&url).await
+    }
+
+    pub async fn shutdown(self) {
+        self.handle.shutdown().await;
+    }
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub conn: String,
+    pub node: String,
+    /// Frames read while looking for a reply, kept for the next `recv`.
+    backlog: VecDeque<Value>,
+    next_id: u64,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .unwrap_or_else(|_| panic!("timed out connecting to {url}"))
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let mut c = Client {
+            ws,
+            conn: String::new(),
+            node: String::new(),
+            backlog: VecDeque::new(),
+            next_id: 1,
+        };
+        let welcome = c.recv().await;
+        assert_eq!(welcome["op"], "welcome", "first frame must be welcome: {welcome}");
+        c.conn = welcome["conn"].as_str().expect("welcome.conn").to_string();
+        c.node = welcome["node"].as_str().expect("welcome.node").to_string();
+        c
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send frame");
+    }
+
+    pub async fn send_json(&mut self, v: Value) {
+        self.send_text(&v.to_string()).await;
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.expect("send frame");
+    }
+
+    /// The next server text frame (one JSON object), or panics after [`WAIT`].
+    pub async fn recv(&mut self) -> Value {
+        if let Some(v) = self.backlog.pop_front() {
+            return v;
+        }
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for a frame on {}", self.conn))
+                .unwrap_or_else(|| {
+                    panic!("connection {} ended while waiting for a frame", self.conn)
+                })
+                .unwrap_or_else(|e| panic!("connection {} failed: {e}", self.conn));
+            match m {
+                Message::Text(t) => {
+                    // `?batch=1` connections may get several objects per frame.
+                    let mut objects = t.as_str().split('\n').map(|line| {
+                        serde_json::from_str::<Value>(line)
+                            .unwrap_or_else(|e| panic!("server sent non-JSON {line:?}: {e}"))
+                    });
+                    let first = objects.next().expect("at least one object");
+                    self.backlog.extend(objects);
+                    return first;
+                }
+                Message::Close(c) => {
+                    panic!("connection {} closed while waiting for a frame: {c:?}", self.conn)
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next raw text frame, unsplit (for checking batching).
+    pub async fn recv_text_frame(&mut self) -> String {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame")
+                .expect("connection ended")
+                .expect("connection failed");
+            if let Message::Text(t) = m {
+                return t.to_string();
+            }
+        }
+    }
+
+    /// Sends `v` with a fresh id and returns the `ok`/`error` answering it; other frames that
+    /// arrive first are kept for `recv`.
+    pub async fn request(&mut self, mut v: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        v["id"] = json!(id);
+        self.send_json(v).await;
+        let mut skipped = VecDeque::new();
+        let answer = loop {
+            let f = self.recv_direct().await;
+            if f["id"] == json!(id) && (f["op"] == "ok" || f["op"] == "error") {
+                break f;
+            }
+            skipped.push_back(f);
+        };
+        skipped.extend(self.backlog.drain(..));
+        self.backlog = skipped;
+        answer
+    }
+
+    async fn recv_direct(&mut self) -> Value {
+        if let Some(v) = self.backlog.pop_front() {
+            return v;
+        }
+        self.recv().await
+    }
+
+    /// Sends `v` and asserts it is answered `ok`.
+    pub async fn ok(&mut self, v: Value) {
+        let answer = self.request(v.clone()).await;
+        assert_eq!(answer["op"], "ok", "{v} was answered {answer}");
+    }
+
+    /// Sends `v` and asserts it is answered with error `code`; returns the error frame.
+    pub async fn error(&mut self, v: Value, code: &str) -> Value {
+        let answer = self.request(v.clone()).await;
+        assert_eq!(answer["op"], "error", "{v} should fail with {code}, was answered {answer}");
+        assert_eq!(answer["code"], code, "{v}: {answer}");
+        answer
+    }
+
+    pub async fn subscribe(&mut self, channel: &str) {
+        self.ok(json!({"op":"subscribe","channel":channel})).await;
+    }
+
+    pub async fn publish(&mut self, channel: &str, data: Value) {
+        self.ok(json!({"op":"publish","channel":channel,"data":data})).await;
+    }
+
+    /// Reads frames until the connection closes; returns the close code (panics on timeout).
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for close");
+            match m {
+                Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => return u16::from(CloseCode::Status),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("connection failed before a close frame: {e}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Polls `f` until it returns true, for up to [`WAIT`].
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// A minimal HTTP/1.1 request over a fresh TCP connection: (status, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.expect("write request");
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("timed out reading response")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    // Bodies of these responses are small and sent with Content-Length.
+    (status, body)
+}
