@@ -97,6 +97,8 @@ impl Broker {
         let node: Arc<str> = Arc::from(config.node_id.clone().unwrap_or_else(generated_node_id));
         let auth = Authenticator::from_config(&config.auth)?;
         let api_keys = ApiKeys::from_config(&config.auth)?;
+        // The recorder must exist before any handle is created, or the handles go nowhere.
+        crate::metrics::prometheus();
         let metrics = Metrics::new();
         let hub_backends: Vec<HubBackend> = config
             .backends

@@ -1,0 +1,261 @@
+//! Identity and permissions: JWT at the upgrade and mid-connection, every permission kind,
+//! and `user` fields clients cannot forge.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::TestBroker;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+/// Every test in this file uses the same variable and value, so parallel tests agree.
+const SECRET_VAR: &str = "SWITCHYARD_TEST_AUTH_JWT_SECRET";
+const SECRET: &str = "integration-test-secret";
+
+const ROUTES: &str = r#"
+[[routes]]
+match = "user.{id}"
+subscribe = "user == {id}"
+publish = "authenticated"
+
+[[routes]]
+match = "room.{room}"
+subscribe = "authenticated"
+publish = "authenticated"
+
+[[routes]]
+match = "news.*"
+subscribe = "anyone"
+publish = "nobody"
+
+[[routes]]
+match = "open.**"
+subscribe = "anyone"
+publish = "anyone"
+"#;
+
+fn hs256_config() -> String {
+    // SAFETY of set_var: all tests in this binary set this variable to the same value.
+    unsafe { std::env::set_var(SECRET_VAR, SECRET) };
+    format!("[auth]\njwt_hs256_secret_env = \"{SECRET_VAR}\"\n[backends.local]\nkind = \"memory\"\n{ROUTES}")
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn token(sub: &str, exp: Option<u64>) -> String {
+    let mut claims = json!({ "sub": sub });
+    if let Some(exp) = exp {
+        claims["exp"] = json!(exp);
+    }
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes()))
+        .expect("encode token")
+}
+
+/// The HTTP status of a refused upgrade.
+async fn refused_status(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("expected an HTTP refusal, got {e}"),
+        Ok(_) => panic!("upgrade to {url} was accepted"),
+    }
+}
+
+#[tokio::test]
+async fn valid_token_in_query_or_header_identifies_the_user() {
+    let broker = TestBroker::start(&hs256_config()).await;
+    let mut alice = broker.connect(&format!("token={}", token("alice", Some(now() + 600)))).await;
+    alice.subscribe("user.alice").await;
+
+    let mut request = broker.url("/ws").into_client_request().expect("request");
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", token("bob", None))).expect("header");
+    request.headers_mut().insert("authorization", bearer);
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.expect("header token accepted");
+    drop(ws);
+
+    let mut bob = broker.connect(&format!("token={}", token("bob", None))).await;
+    bob.publish("user.alice", json!("hello alice")).await;
+    let m = alice.recv().await;
+    assert_eq!(m, json!({"op":"message","channel":"user.alice","data":"hello alice","user":"bob"}));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn forged_expired_and_garbage_tokens_get_401_before_the_upgrade() {
+    let broker = TestBroker::start(&hs256_config()).await;
+    let forged = encode(
+        &Header::default(),
+        &json!({"sub":"alice"}),
+        &EncodingKey::from_secret(b"not the secret"),
+    )
+    .expect("encode");
+    assert_eq!(refused_status(&broker.url(&format!("/ws?token={forged}"))).await, 401);
+    let expired = token("alice", Some(now() - 5));
+    assert_eq!(refused_status(&broker.url(&format!("/ws?token={expired}"))).await, 401);
+    assert_eq!(refused_status(&broker.url("/ws?token=garbage")).await, 401);
+    let no_sub = encode(
+        &Header::default(),
+        &json!({"name":"x"}),
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("encode");
+    assert_eq!(refused_status(&broker.url(&format!("/ws?token={no_sub}"))).await, 401);
+    // The 401 body says why, as JSON.
+    let (status, body) = common::http(
+        broker.addr,
+        "GET",
+        &format!("/ws?token={expired}"),
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let body: Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(body["code"], "unauthorized");
+    assert!(body["message"].as_str().unwrap_or("").contains("expired"), "{body}");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_expiring_mid_connection_closes_with_4003() {
+    let broker = TestBroker::start(&hs256_config()).await;
+    let mut c = broker.connect(&format!("token={}", token("alice", Some(now() + 2)))).await;
+    c.subscribe("user.alice").await;
+    assert_eq!(c.expect_close().await, 4003);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_permission_kind_is_enforced() {
+    let broker = TestBroker::start(&hs256_config()).await;
+    let mut anon = broker.connect("").await;
+    let mut alice = broker.connect(&format!("token={}", token("alice", None))).await;
+
+    // user == {id}
+    alice.subscribe("user.alice").await;
+    let e = alice.error(json!({"op":"subscribe","channel":"user.bob"}), "forbidden").await;
+    assert!(e["message"].as_str().unwrap_or("").contains("alice"), "{e}");
+    anon.error(json!({"op":"subscribe","channel":"user.alice"}), "forbidden").await;
+    // authenticated
+    alice.subscribe("room.1").await;
+    anon.error(json!({"op":"subscribe","channel":"room.1"}), "forbidden").await;
+    anon.error(json!({"op":"publish","channel":"room.1","data":1}), "forbidden").await;
+    alice.publish("room.1", json!(1)).await;
+    assert_eq!(alice.recv().await["data"], 1);
+    // anyone / nobody
+    anon.subscribe("news.today").await;
+    alice.error(json!({"op":"publish","channel":"news.today","data":1}), "forbidden").await;
+    anon.error(json!({"op":"publish","channel":"news.today","data":1}), "forbidden").await;
+    anon.subscribe("open.x.y").await;
+    anon.publish("open.x.y", json!("anon")).await;
+    let m = anon.recv().await;
+    assert_eq!(
+        m,
+        json!({"op":"message","channel":"open.x.y","data":"anon"}),
+        "anonymous messages carry no user"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn clients_cannot_forge_the_user_field() {
+    let broker = TestBroker::start(&hs256_config()).await;
+    let mut alice = broker.connect(&format!("token={}", token("alice", None))).await;
+    let mut anon = broker.connect("").await;
+    alice.subscribe("open.chat").await;
+    anon.ok(json!({"op":"publish","channel":"open.chat","data":{"text":"hi"},"user":"alice"}))
+        .await;
+    let m = alice.recv().await;
+    assert_eq!(
+        m,
+        json!({"op":"message","channel":"open.chat","data":{"text":"hi"}}),
+        "a client-sent user must be ignored"
+    );
+    alice.ok(json!({"op":"publish","channel":"open.chat","data":"me","user":"mallory"})).await;
+    assert_eq!(alice.recv().await["user"], "alice");
+    // Direct messages carry the verified sender too.
+    anon.ok(json!({"op":"send","to":alice.conn,"data":"psst","user":"bob"})).await;
+    let d = alice.recv().await;
+    assert_eq!(d, json!({"op":"direct","from":anon.conn,"data":"psst"}));
+    alice.ok(json!({"op":"send","to":anon.conn,"data":"hey"})).await;
+    assert_eq!(
+        anon.recv().await,
+        json!({"op":"direct","from":alice.conn,"data":"hey","user":"alice"})
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_token_is_refused_when_no_verification_is_configured() {
+    let broker = TestBroker::start(common::OPEN_CONFIG).await;
+    assert_eq!(
+        refused_status(&broker.url(&format!("/ws?token={}", token("alice", None)))).await,
+        401
+    );
+    broker.shutdown().await;
+}
+
+async fn asymmetric(algorithm: Algorithm, key_setting: &str, public: &str, private: &str) {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let toml = format!(
+        "[auth]\n{key_setting} = \"{fixtures}/{public}\"\n[backends.local]\nkind = \"memory\"\n{ROUTES}"
+    );
+    let broker = TestBroker::start(&toml).await;
+    let pem = std::fs::read(format!("{fixtures}/{private}")).expect("private key fixture");
+    let key = match algorithm {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem),
+        _ => EncodingKey::from_ec_pem(&pem),
+    }
+    .expect("encoding key");
+    let good = encode(&Header::new(algorithm), &json!({"sub":"carol","exp": now() + 60}), &key)
+        .expect("encode");
+    let mut carol = broker.connect(&format!("token={good}")).await;
+    carol.subscribe("user.carol").await;
+    // An HS256 token is not accepted by an asymmetric verifier (algorithm confusion).
+    assert_eq!(
+        refused_status(&broker.url(&format!("/ws?token={}", token("carol", None)))).await,
+        401
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn rs256_tokens_verify_with_a_public_key_file() {
+    asymmetric(
+        Algorithm::RS256,
+        "jwt_rs256_public_key_file",
+        "rs256-public.pem",
+        "rs256-private.pem",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn es256_tokens_verify_with_a_public_key_file() {
+    asymmetric(
+        Algorithm::ES256,
+        "jwt_es256_public_key_file",
+        "es256-public.pem",
+        "es256-private-pk8.pem",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_variable_stops_the_start_with_a_clear_error() {
+    let toml = "[auth]\njwt_hs256_secret_env = \"SWITCHYARD_TEST_SURELY_UNSET_VAR\"\n[backends.local]\nkind = \"memory\"\n";
+    let err = match switchyard::broker::Broker::start(common::config(toml)).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("broker started without its JWT secret"),
+    };
+    assert!(err.contains("SWITCHYARD_TEST_SURELY_UNSET_VAR"), "{err}");
+}

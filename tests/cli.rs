@@ -1,0 +1,127 @@
+//! The command line as a user runs it: print-config, check (with located errors for every
+//! file in config/invalid/) and route explanations.
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).current_dir(ROOT).output().expect("run switchyard")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn print_config_prints_the_builtin_default_and_it_checks() {
+    let o = run(&["print-config"]);
+    assert!(o.status.success());
+    let printed = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(printed, switchyard::config::DEFAULT_CONFIG);
+    assert!(printed.contains("DEVELOPMENT DEFAULT"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("default.toml");
+    std::fs::write(&path, printed).expect("write");
+    let o = run(&["check", "--config", path.to_str().expect("utf8 path")]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn shipped_configs_check_clean() {
+    for f in ["config/default.toml", "config/chat.toml"] {
+        let o = run(&["check", "--config", f]);
+        assert!(o.status.success(), "{f}: {}", text(&o));
+        assert!(text(&o).contains("ok:"), "{f}: {}", text(&o));
+        assert!(!text(&o).contains("warning"), "{f}: {}", text(&o));
+    }
+}
+
+#[test]
+fn every_invalid_config_is_reported_with_file_line_column_and_key() {
+    let dir = std::path::Path::new(ROOT).join("config/invalid");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("config/invalid") {
+        let path = entry.expect("entry").path();
+        let rel =
+            format!("config/invalid/{}", path.file_name().and_then(|n| n.to_str()).expect("name"));
+        let content = std::fs::read_to_string(&path).expect("read");
+        let expect = content
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{rel} has no `# expect: line:col: key` header"));
+        let o = run(&["check", "--config", &rel]);
+        assert_eq!(o.status.code(), Some(2), "{rel} must fail: {}", text(&o));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let want = format!("error: {rel}:{expect}:");
+        assert!(stderr.starts_with(&want), "{rel}: wanted {want:?}, got:\n{stderr}");
+        // The offending line is shown under the message.
+        assert!(stderr.lines().count() >= 3, "{rel}: no excerpt:\n{stderr}");
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} invalid configs found");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let o = run(&["check", "--config", "config/does-not-exist.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("config/does-not-exist.toml: cannot read"), "{}", text(&o));
+}
+
+#[test]
+fn check_warns_about_shadowed_rules() {
+    let o = run(&["check", "--config", "tests/fixtures/shadowed.toml"]);
+    assert!(o.status.success());
+    let out = text(&o);
+    assert!(
+        out.contains(
+            "routes[1] (match = \"room.lobby\") can never match: routes[0] (match = \"room.*\")"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("routes[2]"), "{out}");
+}
+
+#[test]
+fn route_explains_the_matching_rule_for_a_user() {
+    let o = run(&["route", "--config", "config/chat.toml", "--user", "alice", "user.alice"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    for want in [
+        "rule:              routes[0] match = \"user.{id}\"",
+        "captures:          id = \"alice\"",
+        "backend:           local (memory)",
+        "backend channel:   im:user:alice",
+        "subscribe:         user == {id} -> allowed for user \"alice\"",
+        "publish:           authenticated -> allowed for user \"alice\"",
+        "max_message_bytes: 4096",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let o = run(&["route", "--config", "config/chat.toml", "--user", "bob", "user.alice"]);
+    assert!(
+        text(&o).contains("subscribe:         user == {id} -> denied for user \"bob\""),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["route", "--config", "config/chat.toml", "user.alice"]);
+    assert!(
+        text(&o).contains("publish:           authenticated -> denied for anonymous"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn route_reports_no_route_and_invalid_channels() {
+    let o = run(&["route", "--config", "config/chat.toml", "nothing.here"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("no_route"), "{}", text(&o));
+    let o = run(&["route", "--config", "config/chat.toml", "bad..name"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("invalid_channel"), "{}", text(&o));
+    let o = run(&["route", "anything.at.all"]);
+    assert!(o.status.success(), "the built-in default routes everything: {}", text(&o));
+}
