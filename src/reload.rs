@@ -2,7 +2,7 @@
 //! file and network filesystems both work) and on SIGHUP. A file that fails to load is
 //! reported and counted; the running rules stay.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +18,7 @@ struct Stamp {
     len: u64,
 }
 
-fn stamp(path: &PathBuf) -> Option<Stamp> {
+fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some(Stamp { modified: m.modified().ok(), len: m.len() })
 }
@@ -45,7 +45,7 @@ pub async fn watch(broker: Arc<Broker>, path: PathBuf) {
 }
 
 /// Loads `path` and swaps its rules in; logs and counts the outcome.
-pub fn reload(broker: &Broker, path: &PathBuf) -> bool {
+pub fn reload(broker: &Broker, path: &Path) -> bool {
     let result = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
         broker.reload(&c).map(|()| c.rules.routes().len()).map_err(|e| e.to_string())
     });
