@@ -129,7 +129,9 @@ impl Hub {
         }
     }
 
-    fn deliver(&self, backend: usize, message: Message) {
+    /// Queues one backend message to every local subscriber of its topic (the dispatch
+    /// tasks call this; public so benches can drive fan-out without a socket).
+    pub fn deliver(&self, backend: usize, message: Message) {
         if let Some((inbox_backend, inbox)) = &self.inbox {
             if *inbox_backend == backend && message.channel == *inbox {
                 self.deliver_direct(&message.payload);
