@@ -288,3 +288,217 @@ pub async fn http(
     // Bodies of these responses are small and sent with Content-Length.
     (status, body)
 }
+
+// ---- Helpers added for the protocol, fan-out, robustness and HTTP suites. ----
+
+impl Client {
+    /// Sends every text as its own frame, flushing once at the end (a pipelined burst).
+    pub async fn send_texts(&mut self, texts: &[String]) {
+        for t in texts {
+            self.ws.feed(Message::text(t.as_str())).await.expect("feed frame");
+        }
+        self.ws.flush().await.expect("flush frames");
+    }
+
+    /// Reads every frame until the server closes: the JSON objects received first (batches
+    /// split, backlog included) and the close code. Panics after [`WAIT`] without a close.
+    pub async fn recv_until_close(&mut self) -> (Vec<Value>, u16) {
+        let mut got: Vec<Value> = self.backlog.drain(..).collect();
+        loop {
+            let m = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for {} to close", self.conn));
+            match m {
+                Some(Ok(Message::Text(t))) => {
+                    for line in t.as_str().split('\n') {
+                        got.push(
+                            serde_json::from_str(line)
+                                .unwrap_or_else(|e| panic!("server sent non-JSON {line:?}: {e}")),
+                        );
+                    }
+                }
+                Some(Ok(Message::Close(Some(frame)))) => return (got, u16::from(frame.code)),
+                Some(Ok(Message::Close(None))) => return (got, u16::from(CloseCode::Status)),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("connection {} failed before a close frame: {e}", self.conn),
+                None => panic!("connection {} ended without a close frame", self.conn),
+            }
+        }
+    }
+}
+
+/// One masked client frame, built by hand (for frames a WebSocket library refuses to send).
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    frame_bytes(fin, opcode, payload, Some([0x37, 0xfa, 0x21, 0x3d]))
+}
+
+/// A frame with or without a mask; `mask: None` breaks RFC 6455 for client frames on purpose.
+pub fn frame_bytes(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n @ 0..=125 => out.push(mask_bit | n as u8),
+        n @ 126..=65535 => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(m) => {
+            out.extend_from_slice(&m);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
+/// A WebSocket client over a bare TCP stream: sends whatever bytes a test wants and reads
+/// server frames itself, so it can break the protocol or simply stop reading.
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+    pub conn: String,
+    /// The welcome frame, as received.
+    pub welcome: Value,
+}
+
+impl RawWs {
+    /// Upgrades `GET {path_and_query}` and reads the welcome frame.
+    pub async fn connect(addr: SocketAddr, path_and_query: &str) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("timed out connecting")
+            .expect("connect");
+        let req = format!(
+            "GET {path_and_query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).await.expect("write upgrade");
+        let mut buf = Vec::new();
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+                .await
+                .expect("timed out reading the upgrade response")
+                .expect("read upgrade response");
+            assert!(n > 0, "connection closed during the upgrade");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+        assert!(
+            head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "wrong Sec-WebSocket-Accept in {head}"
+        );
+        buf.drain(..head_end);
+        let mut raw = RawWs { stream, buf, conn: String::new(), welcome: Value::Null };
+        let (op, payload) = raw.read_frame().await;
+        assert_eq!(op, 0x1, "first frame must be text");
+        let welcome: Value = serde_json::from_slice(&payload).expect("welcome is JSON");
+        assert_eq!(welcome["op"], "welcome", "{welcome}");
+        raw.conn = welcome["conn"].as_str().expect("welcome.conn").to_string();
+        raw.welcome = welcome;
+        raw
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Sends a masked text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_bytes(&client_frame(true, 0x1, text.as_bytes())).await;
+    }
+
+    /// The next server frame as (opcode, payload); panics after [`WAIT`] or at end of stream.
+    pub async fn read_frame(&mut self) -> (u8, Vec<u8>) {
+        self.try_read_frame().await.expect("connection ended while waiting for a frame")
+    }
+
+    /// The next server frame, or `None` at end of stream (or a reset).
+    pub async fn try_read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some((op, payload, used)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some((op, payload));
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("timed out waiting for a frame")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads until a close frame; returns its code (panics if the stream ends without one).
+    pub async fn expect_close(&mut self) -> u16 {
+        loop {
+            match self.try_read_frame().await {
+                Some((0x8, p)) => {
+                    assert!(p.len() >= 2, "close frame without a code");
+                    return u16::from_be_bytes([p[0], p[1]]);
+                }
+                Some(_) => continue,
+                None => panic!("connection {} ended without a close frame", self.conn),
+            }
+        }
+    }
+}
+
+/// Parses one unmasked server frame from the start of `buf`: (opcode, payload, bytes used).
+fn parse_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
+    let (len, header) = match buf[1] & 0x7f {
+        126 => {
+            if buf.len() < 4 {
+                return None;
+            }
+            (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4)
+        }
+        127 => {
+            if buf.len() < 10 {
+                return None;
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (u64::from_be_bytes(b) as usize, 10)
+        }
+        n => (n as usize, 2),
+    };
+    if buf.len() < header + len {
+        return None;
+    }
+    Some((buf[0] & 0x0f, buf[header..header + len].to_vec(), header + len))
+}
+
+/// The sum of every sample of metric `name` (all label sets) in the broker's `/metrics`.
+pub async fn metric_sum(addr: SocketAddr, name: &str) -> f64 {
+    let (status, body) = http(addr, "GET", "/metrics", &[], "").await;
+    assert_eq!(status, 200, "/metrics: {body}");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}

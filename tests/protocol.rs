@@ -1,0 +1,594 @@
+//! The client protocol of PRODUCT.md §2 over real sockets: every client frame, every server
+//! frame, `id` echo, and every error code that applies without auth.
+
+mod common;
+
+use common::{TestBroker, OPEN_CONFIG};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// An open config with a fixed node id, so connection ids can be checked exactly.
+const NODE_CONFIG: &str = r#"
+[node]
+id = "proto-1"
+
+[backends.local]
+kind = "memory"
+
+[[routes]]
+match = "**"
+subscribe = "anyone"
+publish = "anyone"
+"#;
+
+// Tests drop their clients before `shutdown`: a client that is not read cannot answer the
+// broker's 1001 close, and the broker would wait out its close grace for it.
+
+/// Sends `frame` (no id) and then a ping with `id`; returns every frame received before the
+/// pong. Proves that an id-less frame got no answer (or which answer).
+async fn frames_before_pong(c: &mut common::Client, frame: &str, id: &str) -> Vec<Value> {
+    c.send_text(frame).await;
+    c.send_json(json!({"op":"ping","id":id})).await;
+    let mut before = Vec::new();
+    loop {
+        let f = c.recv().await;
+        if f == json!({"op":"pong","id":id}) {
+            return before;
+        }
+        before.push(f);
+    }
+}
+
+#[tokio::test]
+async fn welcome_names_the_node_and_a_unique_connection_id() {
+    let broker = TestBroker::start(NODE_CONFIG).await;
+    let a = broker.connect("").await;
+    let b = broker.connect("").await;
+    for c in [&a, &b] {
+        assert_eq!(c.node, "proto-1");
+        let (node, n) = c.conn.rsplit_once(':').expect("conn is <node>:<n>");
+        assert_eq!(node, "proto-1", "{}", c.conn);
+        n.parse::<u64>().unwrap_or_else(|_| panic!("conn number in {}", c.conn));
+    }
+    assert_ne!(a.conn, b.conn);
+
+    // Without [node] id the broker makes one up; the conn id still starts with it.
+    let generated = TestBroker::start(OPEN_CONFIG).await;
+    let c = generated.connect("").await;
+    assert!(!c.node.is_empty());
+    assert!(c.conn.starts_with(&format!("{}:", c.node)), "{} vs {}", c.conn, c.node);
+    drop(c);
+    generated.shutdown().await;
+    drop((a, b));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn welcome_frame_has_exactly_op_conn_node() {
+    let broker = TestBroker::start(NODE_CONFIG).await;
+    let mut raw = common::RawWs::connect(broker.addr, "/ws").await;
+    let mut second = common::RawWs::connect(broker.addr, "/ws").await;
+    assert_eq!(raw.welcome, json!({"op":"welcome","conn":raw.conn,"node":"proto-1"}));
+    assert_eq!(second.welcome, json!({"op":"welcome","conn":second.conn,"node":"proto-1"}));
+    assert_ne!(raw.conn, second.conn);
+    // The answers that follow are single JSON objects, one per frame.
+    raw.send_text(r#"{"op":"ping","id":1}"#).await;
+    let (op, payload) = raw.read_frame().await;
+    assert_eq!(op, 0x1);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&payload).expect("json"),
+        json!({"op":"pong","id":1})
+    );
+    second.send_text(r#"{"op":"ping"}"#).await;
+    let (_, payload) = second.read_frame().await;
+    assert_eq!(serde_json::from_slice::<Value>(&payload).expect("json"), json!({"op":"pong"}));
+    drop((raw, second));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn ping_answers_pong_echoing_numeric_string_and_absent_ids() {
+    let broker = TestBroker::start(OPEN_CONFIG).await;
+    let mut c = broker.connect("").await;
+    c.send_text(r#"{"op":"ping","id":5}"#).await;
+    assert_eq!(c.recv().await, json!({"op":"pong","id":5}));
+    c.send_text(r#"{"op":"ping","id":"abc"}"#).await;
+    assert_eq!(c.recv().await, json!({"op":"pong","id":"abc"}));
+    c.send_text(r#"{"op":"ping","id":-7.5}"#).await;
+    assert_eq!(c.recv().await, json!({"op":"pong","id":-7.5}));
+    c.send_text(r#"{"op":"ping","id":"with \"quotes\" and \\"}"#).await;
+    assert_eq!(c.recv().await, json!({"op":"pong","id":"with \"quotes\" and \\"}));
+    c.send_text(r#"{"op":"ping"}"#).await;
+    assert_eq!(c.recv().await, json!({"op":"pong"}));
+    // A null id is no id.
+    c.send_text(r#"{"op":"ping","id":null}"#).await;
+    assert_eq!(c.recv().await, json!({"op":"pong"}));
+    // An id that is neither a number nor a string is a bad request without an id.
+    c.send_text(r#"{"op":"ping","id":{"x":1}}"#).await;
+    let e = c.recv().await;
+    assert_eq!((e["op"].as_str(), e["code"].as_str()), (Some("error"), Some("bad_request")));
+    assert!(e.get("id").is_none(), "{e}");
+    drop(c);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn ok_echoes_numeric_and_string_ids_for_every_op() {
+    let broker = TestBroker::start(OPEN_CONFIG).await;
+    let mut a = broker.connect("").await;
+    let mut b = broker.connect("").await;
+    let to = b.conn.clone();
+    let frames = [
+        (json!({"op":"subscribe","channel":"room.1","id":1}), json!({"op":"ok","id":1})),
+        (json!({"op":"subscribe","channel":"room.2","id":"s-2"}), json!({"op":"ok","id":"s-2"})),
+        (
+            json!({"op":"publish","channel":"room.9","data":{"t":1},"id":3}),
+            json!({"op":"ok","id":3}),
+        ),
+        (json!({"op":"send","to":to,"data":"hey","id":"d4"}), json!({"op":"ok","id":"d4"})),
+        (json!({"op":"unsubscribe","channel":"room.1","id":5}), json!({"op":"ok","id":5})),
+        (json!({"op":"unsubscribe","channel":"room.2","id":"u6"}), json!({"op":"ok","id":"u6"})),
+    ];
+    for (frame, answer) in frames {
+        a.send_json(frame.clone()).await;
+        assert_eq!(a.recv().await, answer, "answer to {frame}");
+    }
+    assert_eq!(b.recv().await, json!({"op":"direct","from":a.conn,"data":"hey"}));
+    drop((a, b));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn frames_without_id_get_no_ok_but_take_effect() {
+    let broker = TestBroker::start(OPEN_CONFIG).await;
+    let mut a = broker.connect("").await;
+    let mut b = broker.connect("").await;
+    let before = frames_before_pong(&mut a, r#"{"op":"subscribe","channel":"quiet"}"#, "p1").await;
+    assert_eq!(before, Vec::<Value>::new(), "subscribe without id must not be answered");
+
+    let publish = r#"{"op":"publish","channel":"quiet","data":[1,2,3]}"#;
+    let before = frames_before_pong(&mut b, publish, "p2").await;
+    assert_eq!(before, Vec::<Value>::new(), "publish without id must not be answered");
+    assert_eq!(a.recv().await, json!({"op":"message","channel":"quiet","data":[1,2,3]}));
+
+    let send = json!({"op":"send","to":a.conn,"data":{"k":"v"}}).to_string();
+    let before = frames_before_pong(&mut b, &send, "p3").await;
+    assert_eq!(before, Vec::<Value>::new(), "send without id must not be answered");
+    assert_eq!(a.recv().await, json!({"op":"direct","from":b.conn,"data":{"k":"v"}}));
+
+    let before =
+        frames_before_pong(&mut a, r#"{"op":"unsubscribe","channel":"quiet"}"#, "p4").await;
+    assert_eq!(before, Vec::<Value>::new(), "unsubscribe without id must not be answered");
+    // Unsubscribed: a later message on the channel is not delivered; the sentinel on another
+    // channel arrives first.
+    a.subscribe("sentinel").await;
+    b.publish("quiet", json!("gone")).await;
+    b.publish("sentinel", json!("last")).await;
+    assert_eq!(a.recv().await, json!({"op":"message","channel":"sentinel","data":"last"}));
+
+    // An error to an id-less frame has no id.
+    let before = frames_before_pong(&mut a, r#"{"op":"subscribe","channel":"a..b"}"#, "p5").await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0]["op"], "error");
+    assert_eq!(before[0]["code"], "invalid_channel");
+    assert!(before[0].get("id").is_none(), "{}", before[0]);
+    assert!(before[0]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    drop((a, b));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn publish_delivers_data_verbatim_and_the_publisher_gets_its_own_message() {
+    let broker = TestBroker::start(OPEN_CONFIG).await;
+    let mut sub = broker.connect("").await;
+    let mut publisher = broker.connect("").await;
+    sub.subscribe("room.7").await;
+    publisher.subscribe("room.7").await;
+    let data = json!({"text":"héllo \"there\"","n":[1,2.5,null,true],"nested":{"a":{}}});
+    publisher.publish("room.7", data.clone()).await;
+    let expected = json!({"op":"message","channel":"room.7","data":data});
+    assert_eq!(sub.recv().await, expected);
+    assert_eq!(publisher.recv().await, expected, "a subscribed publisher receives its own");
+    // The anonymous publisher has no `user`.
+    drop((sub, publisher));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsubscribe_stops_delivery_and_is_idempotent() {
+    let broker = TestBroker::start(OPEN_CONFIG).await;
+    let mut sub = broker.connect("").await;
+    let mut publisher = broker.connect("").await;
+    sub.subscribe("x.a").await;
+    sub.subscribe("x.b").await;
+    // Subscribing twice is fine and does not double deliveries.
+    sub.subscribe("x.a").await;
+    publisher.publish("x.a", json!(1)).await;
+    assert_eq!(sub.recv().await, json!({"op":"message","channel":"x.a","data":1}));
+    sub.ok(json!({"op":"unsubscribe","channel":"x.a"})).await;
+    sub.ok(json!({"op":"unsubscribe","channel":"x.a"})).await;
+    sub.ok(json!({"op":"unsubscribe","channel":"never.subscribed"})).await;
+    publisher.publish("x.a", json!(2)).await;
+    publisher.publish("x.b", json!(3)).await;
+    assert_eq!(sub.recv().await, json!({"op":"message","channel":"x.b","data":3}));
+    drop((sub, publisher));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn original_channel_payload_frame_publishes() {
+    let broker = TestBroker::start(OPEN_CONFIG).await;
+    let mut sub = broker.connect("").await;
+    let mut publisher = broker.connect("").await;
+    sub.subscribe("room.1").await;
+    let before =
+        frames_before_pong(&mut publisher, r#"{"channel":"room.1","payload":{"x":1}}"#, "q").await;
+    assert_eq!(before, Vec::<Value>::new());
+    assert_eq!(sub.recv().await, json!({"op":"message","channel":"room.1","data":{"x":1}}));
+    // With an id it is acknowledged like any publish.
+    publisher.send_text(r#"{"channel":"room.1","payload":"plain","id":77}"#).await;
+    assert_eq!(publisher.recv().await, json!({"op":"ok","id":77}));
+    assert_eq!(sub.recv().await, json!({"op":"message","channel":"room.1","data":"plain"}));
+    // The original shape is checked like a publish.
+    let e = publisher.error(json!({"channel":"a..b","payload":1}), "invalid_channel").await;
+    assert!(e["id"].is_number());
+    publisher.error(json!({"channel":5,"payload":1}), "bad_request").await;
+    drop((sub, publisher));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn query_channels_are_subscribed_on_connect() {
+    let broker = TestBroker::start(OPEN_CONFIG).await;
+    let mut sub = broker.connect("channel=news.a,news.b").await;
+    let mut encoded = broker.connect("channel=news.c%2Cnews.d").await;
+    let mut publisher = broker.connect("").await;
+    for (ch, n) in [("news.a", 1), ("news.b", 2), ("news.c", 3), ("news.d", 4)] {
+        publisher.publish(ch, json!(n)).await;
+    }
+    assert_eq!(sub.recv().await, json!({"op":"message","channel":"news.a","data":1}));
+    assert_eq!(sub.recv().await, json!({"op":"message","channel":"news.b","data":2}));
+    assert_eq!(encoded.recv().await, json!({"op":"message","channel":"news.c","data":3}));
+    assert_eq!(encoded.recv().await, json!({"op":"message","channel":"news.d","data":4}));
+
+    // A bad channel in the query is reported (no id) and the good ones still hold.
+    let mut mixed = broker.connect("channel=bad..name,news.e").await;
+    let e = mixed.recv().await;
+    assert_eq!((e["op"].as_str(), e["code"].as_str()), (Some("error"), Some("invalid_channel")));
+    assert!(e.get("id").is_none(), "{e}");
+    publisher.publish("news.e", json!(5)).await;
+    assert_eq!(mixed.recv().await, json!({"op":"message","channel":"news.e","data":5}));
+    drop((sub, encoded, publisher, mixed));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn send_reaches_one_connection_with_the_sender_id() {
+    let broker = TestBroker::start(NODE_CONFIG).await;
+    let mut a = broker.connect("").await;
+    let mut b = broker.connect("").await;
+    let mut c = broker.connect("").await;
+    a.ok(json!({"op":"send","to":b.conn,"data":{"text":"psst"}})).await;
+    assert_eq!(b.recv().await, json!({"op":"direct","from":a.conn,"data":{"text":"psst"}}));
+    b.ok(json!({"op":"send","to":a.conn,"data":"back"})).await;
+    assert_eq!(a.recv().await, json!({"op":"direct","from":b.conn,"data":"back"}));
+    // A third connection got nothing: its next frame is the answer to its own ping.
+    c.send_text(r#"{"op":"ping","id":1}"#).await;
+    assert_eq!(c.recv().await, json!({"op":"pong","id":1}));
+    // Sending to oneself works too.
+    c.ok(json!({"op":"send","to":c.conn,"data":0})).await;
+    assert_eq!(c.recv().await, json!({"op":"direct","from":c.conn,"data":0}));
+    drop((a, b, c));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_request_for_every_malformed_frame() {
+    let broker = TestBroker::start(OPEN_CONFIG).await;
+    let mut c = broker.connect("").await;
+    // Frames that cannot carry an id: the error has none.
+    for text in ["hello", "", "   ", "[1,2]", "\"str\"", "42", "null", "{\"op\":\"ping\"", "{}x"] {
+        c.send_text(text).await;
+        let e = c.recv().await;
+        assert_eq!(e["op"], "error", "{text:?}: {e}");
+        assert_eq!(e["code"], "bad_request", "{text:?}: {e}");
+        assert!(e.get("id").is_none(), "{text:?}: {e}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+    }
+    // Frames with an id: the error echoes it.
+    let with_id = [
+        json!({"op":"dance"}),
+        json!({"op":7}),
+        json!({}),
+        json!({"channel":"a"}),
+        json!({"op":"subscribe"}),
+        json!({"op":"subscribe","channel":5}),
+        json!({"op":"subscribe","channel":["a"]}),
+        json!({"op":"unsubscribe"}),
+        json!({"op":"unsubscribe","channel":null}),
+        json!({"op":"publish","channel":"a"}),
+        json!({"op":"publish","data":1}),
+        json!({"op":"publish","channel":{"c":1},"data":1}),
+        json!({"op":"send","data":1}),
+        json!({"op":"send","to":"x:1"}),
+        json!({"op":"send","to":3,"data":1}),
+    ];
+    for frame in with_id {
+        c.error(frame, "bad_request").await;
+    }
+    // String ids are echoed on errors too.
+    c.send_text(r#"{"op":"dance","id":"str-id"}"#).await;
+    let e = c.recv().await;
+    assert_eq!((e["code"].as_str(), e["id"].as_str()), (Some("bad_request"), Some("str-id")));
+    // A binary frame is a bad request, not a reason to close.
+    c.send_raw(Message::binary(vec![1u8, 2, 3])).await;
+    let e = c.recv().await;
+    assert_eq!((e["op"].as_str(), e["code"].as_str()), (Some("error"), Some("bad_request")));
+    // After all that the connection still works.
+    c.subscribe("still.here").await;
+    c.publish("still.here", json!("yes")).await;
+    assert_eq!(c.recv().await, json!({"op":"message","channel":"still.here","data":"yes"}));
+    drop(c);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_channel_for_each_syntax_rule_on_every_op() {
+    let broker = TestBroker::start(OPEN_CONFIG).await;
+    let mut c = broker.connect("").await;
+    let too_long = "x".repeat(256);
+    let bad =
+        ["", too_long.as_str(), "a b", "é", "a*", "a/b", "a#", "a..b", ".a", "a.", ".", "room.42."];
+    for ch in bad {
+        for frame in [
+            json!({"op":"subscribe","channel":ch}),
+            json!({"op":"unsubscribe","channel":ch}),
+            json!({"op":"publish","channel":ch,"data":1}),
+            json!({"channel":ch,"payload":1}),
+        ] {
+            let e = c.error(frame, "invalid_channel").await;
+            assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+        }
+    }
+    // The edges of the syntax are accepted.
+    let longest = "x".repeat(255);
+    for ch in [longest.as_str(), "a", "A-Z_a:z@0.9", "user.alice@example.com"] {
+        c.subscribe(ch).await;
+        c.publish(ch, json!(ch)).await;
+        assert_eq!(c.recv().await, json!({"op":"message","channel":ch,"data":ch}));
+    }
+    drop(c);
+    broker.shutdown().await;
+}
+
+const ROUTED_CONFIG: &str = r#"
+[backends.local]
+kind = "memory"
+
+[[routes]]
+match = "room.{id}"
+subscribe = "anyone"
+publish = "anyone"
+max_message_bytes = 16
+
+[[routes]]
+match = "readonly.**"
+subscribe = "anyone"
+publish = "nobody"
+
+[[routes]]
+match = "writeonly.*"
+subscribe = "nobody"
+publish = "anyone"
+
+[[routes]]
+match = "big.**"
+subscribe = "anyone"
+publish = "anyone"
+"#;
+
+#[tokio::test]
+async fn no_route_when_no_rule_matches() {
+    let broker = TestBroker::start(ROUTED_CONFIG).await;
+    let mut c = broker.connect("").await;
+    for ch in ["lobby", "room", "room.1.extra", "readonly", "writeonly.a.b"] {
+        c.error(json!({"op":"subscribe","channel":ch}), "no_route").await;
+        c.error(json!({"op":"publish","channel":ch,"data":1}), "no_route").await;
+    }
+    // A query channel with no route is reported on connect.
+    let mut q = broker.connect("channel=lobby,room.5").await;
+    let e = q.recv().await;
+    assert_eq!((e["op"].as_str(), e["code"].as_str()), (Some("error"), Some("no_route")));
+    c.publish("room.5", json!("hi")).await;
+    assert_eq!(q.recv().await, json!({"op":"message","channel":"room.5","data":"hi"}));
+    drop((c, q));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn forbidden_by_route_permissions() {
+    let broker = TestBroker::start(ROUTED_CONFIG).await;
+    let mut c = broker.connect("").await;
+    let mut sub = broker.connect("").await;
+    let e = c.error(json!({"op":"publish","channel":"readonly.news","data":1}), "forbidden").await;
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("readonly.news")), "{e}");
+    c.error(json!({"channel":"readonly.news","payload":1}), "forbidden").await;
+    c.error(json!({"op":"subscribe","channel":"writeonly.box"}), "forbidden").await;
+    // The permitted direction works.
+    sub.subscribe("readonly.news").await;
+    c.publish("writeonly.box", json!("dropped in")).await;
+    // Nothing was published on readonly.news: the sentinel is the first thing sub sees.
+    sub.subscribe("room.1").await;
+    c.publish("room.1", json!("sentinel")).await;
+    assert_eq!(sub.recv().await, json!({"op":"message","channel":"room.1","data":"sentinel"}));
+    drop((c, sub));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn too_large_over_the_route_limit() {
+    let broker = TestBroker::start(ROUTED_CONFIG).await;
+    let mut c = broker.connect("").await;
+    c.subscribe("room.1").await;
+    // `data` is measured as the JSON text the client sent: 16 bytes pass, 17 do not.
+    let at_limit = "\"0123456789abcd\"";
+    assert_eq!(at_limit.len(), 16);
+    c.send_text(&format!(r#"{{"op":"publish","channel":"room.1","data":{at_limit},"id":1}}"#))
+        .await;
+    assert_eq!(c.recv().await, json!({"op":"ok","id":1}));
+    assert_eq!(c.recv().await, json!({"op":"message","channel":"room.1","data":"0123456789abcd"}));
+    let e = c
+        .error(json!({"op":"publish","channel":"room.1","data":"0123456789abcde"}), "too_large")
+        .await;
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("16")), "{e}");
+    c.error(json!({"channel":"room.1","payload":{"k":"0123456789"}}), "too_large").await;
+    // Another route has the default limit.
+    c.publish("big.x", json!("0123456789abcdef0123456789abcdef")).await;
+    // The refused messages were not delivered: the next message is the sentinel.
+    c.publish("room.1", json!("ok")).await;
+    assert_eq!(c.recv().await, json!({"op":"message","channel":"room.1","data":"ok"}));
+    drop(c);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limited_publishes_over_the_burst() {
+    let broker = TestBroker::start(
+        r#"
+[limits]
+publish_rate = 0.01
+publish_burst = 3
+
+[backends.local]
+kind = "memory"
+
+[[routes]]
+match = "**"
+subscribe = "anyone"
+publish = "anyone"
+"#,
+    )
+    .await;
+    let mut c = broker.connect("").await;
+    let mut other = broker.connect("").await;
+    c.subscribe("r").await;
+    for i in 0..3 {
+        c.publish("r", json!(i)).await;
+    }
+    let e = c.error(json!({"op":"publish","channel":"r","data":3}), "rate_limited").await;
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+    // `send` draws on the same bucket.
+    c.error(json!({"op":"send","to":other.conn,"data":1}), "rate_limited").await;
+    // Non-publishing ops are not limited.
+    c.subscribe("r2").await;
+    c.send_text(r#"{"op":"ping","id":"p"}"#).await;
+    // The bucket is per connection: another connection publishes freely.
+    other.publish("r", json!("other")).await;
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        got.push(c.recv().await);
+    }
+    let data: Vec<Value> =
+        got.iter().filter(|f| f["op"] == "message").map(|f| f["data"].clone()).collect();
+    assert_eq!(data, vec![json!(0), json!(1), json!(2), json!("other")], "{got:?}");
+    assert!(got.contains(&json!({"op":"pong","id":"p"})), "{got:?}");
+    drop((c, other));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limited_over_max_subscriptions() {
+    let broker = TestBroker::start(
+        r#"
+[limits]
+max_subscriptions = 2
+
+[backends.local]
+kind = "memory"
+
+[[routes]]
+match = "**"
+subscribe = "anyone"
+publish = "anyone"
+"#,
+    )
+    .await;
+    let mut c = broker.connect("").await;
+    c.subscribe("s.1").await;
+    c.subscribe("s.2").await;
+    c.error(json!({"op":"subscribe","channel":"s.3"}), "rate_limited").await;
+    // Re-subscribing a held channel is not a new subscription.
+    c.subscribe("s.1").await;
+    c.ok(json!({"op":"unsubscribe","channel":"s.2"})).await;
+    c.subscribe("s.3").await;
+    c.publish("s.3", json!("in")).await;
+    assert_eq!(c.recv().await, json!({"op":"message","channel":"s.3","data":"in"}));
+    // The query string is held to the same limit.
+    let mut q = broker.connect("channel=q.1,q.2,q.3").await;
+    let e = q.recv().await;
+    assert_eq!((e["op"].as_str(), e["code"].as_str()), (Some("error"), Some("rate_limited")));
+    drop((c, q));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn not_found_for_unknown_and_malformed_connection_ids() {
+    let broker = TestBroker::start(NODE_CONFIG).await;
+    let mut c = broker.connect("").await;
+    for to in ["proto-1:999999", "proto-1:", "proto-1:abc", "proto-1:-1", "nocolon", ""] {
+        let e = c.error(json!({"op":"send","to":to,"data":1}), "not_found").await;
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
+    }
+    // A connection that has gone away is not found either.
+    let gone = broker.connect("").await;
+    let gone_id = gone.conn.clone();
+    gone.close().await;
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let a = c.request(json!({"op":"send","to":gone_id,"data":1})).await;
+        if a["op"] == "error" {
+            assert_eq!(a["code"], "not_found", "{a}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "send to a closed conn kept succeeding");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(c);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_close_is_echoed() {
+    let broker = TestBroker::start(OPEN_CONFIG).await;
+    let mut a = broker.connect("").await;
+    let mut b = broker.connect("").await;
+    let mut c = broker.connect("").await;
+    let mut d = broker.connect("").await;
+    a.send_raw(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() })))
+        .await;
+    assert_eq!(a.expect_close().await, 1000);
+    // An application code in 4000-4999 is echoed as sent.
+    b.send_raw(Message::Close(Some(CloseFrame { code: CloseCode::from(4321), reason: "".into() })))
+        .await;
+    assert_eq!(b.expect_close().await, 4321);
+    // A close without a code is answered 1000.
+    c.send_raw(Message::Close(None)).await;
+    assert_eq!(c.expect_close().await, 1000);
+    // The closed connections are gone: sending to them is not_found.
+    for gone in [&a.conn, &b.conn, &c.conn] {
+        let deadline = tokio::time::Instant::now() + common::WAIT;
+        loop {
+            let r = d.request(json!({"op":"send","to":gone,"data":1})).await;
+            if r["op"] == "error" {
+                assert_eq!(r["code"], "not_found", "{r}");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{gone} still reachable after close");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    drop(d);
+    broker.shutdown().await;
+}
