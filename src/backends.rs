@@ -7,10 +7,36 @@ use switchyard_backend::{Backend, BackendError};
 
 use crate::config::{BackendConfig, BackendKind};
 
+/// Builds one backend. Networked backends start even when their servers are unreachable: they
+/// report not ready and reconnect by themselves.
 pub async fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, BackendError> {
     match &config.kind {
         #[cfg(feature = "memory")]
         BackendKind::Memory => Ok(Arc::new(switchyard_memory::MemoryBackend::new())),
+        #[cfg(feature = "redis")]
+        BackendKind::Redis { url, subscriber_connections, publisher_connections } => {
+            let mut options =
+                switchyard_redis::RedisOptions { url: url.clone(), ..Default::default() };
+            if let Some(n) = subscriber_connections {
+                options.subscriber_connections = *n;
+            }
+            if let Some(n) = publisher_connections {
+                options.publisher_connections = *n;
+            }
+            Ok(Arc::new(switchyard_redis::RedisBackend::connect(options)?))
+        }
+        #[cfg(feature = "redis")]
+        BackendKind::RedisCluster { nodes, publisher_connections, .. } => {
+            let mut options = switchyard_redis::RedisClusterOptions {
+                nodes: nodes.clone(),
+                ..Default::default()
+            };
+            if let Some(n) = publisher_connections {
+                options.publisher_connections_per_master = *n;
+            }
+            Ok(Arc::new(switchyard_redis::RedisClusterBackend::connect(options)?))
+        }
+        #[allow(unreachable_patterns)]
         other => Err(BackendError::Invalid(format!(
             "backend kind {:?} is not compiled into this build",
             other.name()

@@ -109,7 +109,12 @@ impl Hub {
             });
         }
         if let Some((index, channel)) = &self.inbox {
-            self.backends[*index].backend.subscribe(channel).await?;
+            let b = &self.backends[*index];
+            if let Err(e) = b.backend.subscribe(channel).await {
+                // The backend keeps the channel in its set and applies it once it reconnects,
+                // so a broker started while Redis is down still gets its `send`s later.
+                tracing::warn!(backend = %b.name, error = %e, "inbox subscription pending until the backend is reachable");
+            }
         }
         Ok(())
     }
@@ -273,6 +278,9 @@ impl Hub {
                 Ok(())
             }
             Err(e) => {
+                // A backend may keep a channel whose subscribe timed out, to apply it after a
+                // reconnect; nobody here wants it any more.
+                let _ = backend.backend.unsubscribe(&key.channel).await;
                 drop(subscribed);
                 self.remove_subscriber(key, &topic, conn).await;
                 Err(e)

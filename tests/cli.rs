@@ -30,7 +30,12 @@ fn print_config_prints_the_builtin_default_and_it_checks() {
 
 #[test]
 fn shipped_configs_check_clean() {
-    for f in ["config/default.toml", "config/chat.toml"] {
+    for f in [
+        "config/default.toml",
+        "config/chat.toml",
+        "config/redis.toml",
+        "config/redis-cluster.toml",
+    ] {
         let o = run(&["check", "--config", f]);
         assert!(o.status.success(), "{f}: {}", text(&o));
         assert!(text(&o).contains("ok:"), "{f}: {}", text(&o));

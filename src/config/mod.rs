@@ -79,9 +79,9 @@ pub enum BackendKind {
         subscriber_connections: Option<usize>,
         publisher_connections: Option<usize>,
     },
+    /// One subscriber connection per master; `publisher_connections` is per master too.
     RedisCluster {
         nodes: Vec<String>,
-        subscriber_connections: Option<usize>,
         publisher_connections: Option<usize>,
     },
 }
@@ -313,6 +313,13 @@ impl Builder<'_> {
                 BackendKind::Redis { url, subscriber_connections, publisher_connections }
             }
             "redis-cluster" => {
+                if let Some(s) = &b.subscriber_connections {
+                    return self.err(
+                        s.span(),
+                        &format!("{key}.subscriber_connections"),
+                        "redis-cluster keeps one subscriber connection per master; remove this key".into(),
+                    );
+                }
                 let nodes = match (&b.nodes, &b.url) {
                     (Some(n), _) if !n.get_ref().is_empty() => n.get_ref().clone(),
                     (None, Some(u)) => vec![u.get_ref().clone()],
@@ -321,7 +328,7 @@ impl Builder<'_> {
                         return self.err(span, &format!("{key}.nodes"), "kind \"redis-cluster\" needs `nodes = [\"redis://host:port\", ...]`".into())
                     }
                 };
-                BackendKind::RedisCluster { nodes, subscriber_connections, publisher_connections }
+                BackendKind::RedisCluster { nodes, publisher_connections }
             }
             other => {
                 return self.err(

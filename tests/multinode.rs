@@ -1,0 +1,247 @@
+//! Two broker nodes on one real Redis (standalone, and a 3-master cluster with sharded
+//! pub/sub): cross-node publish and `send`, one Redis subscription per channel per node, and
+//! delivery resuming after every kind of Redis fault.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, Client, TestBroker};
+use serde_json::{json, Value};
+use switchyard_redis::testing::{RedisCluster, RedisServer};
+
+fn toml(node: &str, kind: &str, urls: &[String]) -> String {
+    let address = if kind == "redis" {
+        format!("url = \"{}\"", urls[0])
+    } else {
+        format!(
+            "nodes = [{}]",
+            urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ")
+        )
+    };
+    format!(
+        r#"
+[node]
+id = "{node}"
+
+[backends.main]
+kind = "{kind}"
+{address}
+
+[[routes]]
+match = "room.{{room}}"
+channel = "im:room:{{room}}"
+subscribe = "anyone"
+publish = "anyone"
+
+[[routes]]
+match = "**"
+subscribe = "anyone"
+publish = "anyone"
+"#
+    )
+}
+
+async fn two_nodes(kind: &str, urls: &[String]) -> (TestBroker, TestBroker) {
+    let a = TestBroker::start(&toml("a", kind, urls)).await;
+    let b = TestBroker::start(&toml("b", kind, urls)).await;
+    for broker in [&a, &b] {
+        let addr = broker.addr;
+        eventually("the node is ready", || async move {
+            common::http(addr, "GET", "/readyz", &[], "").await.0 == 200
+        })
+        .await;
+    }
+    (a, b)
+}
+
+/// Publishes probes from `publisher` until `subscriber` receives one (the fault has healed),
+/// then proves ordinary delivery with a final message.
+async fn delivery_resumes(publisher: &mut Client, subscriber: &mut Client, channel: &str) {
+    let mut healed = false;
+    for i in 0..300 {
+        let answer =
+            publisher.request(json!({"op":"publish","channel":channel,"data":{"probe":i}})).await;
+        assert!(
+            answer["op"] == "ok" || answer["code"] == "unavailable",
+            "a publish during a fault is ok or unavailable, never anything else: {answer}"
+        );
+        if let Ok(m) = tokio::time::timeout(Duration::from_millis(100), subscriber.recv()).await {
+            assert_eq!(m["channel"], channel);
+            healed = true;
+            break;
+        }
+    }
+    assert!(healed, "delivery on {channel} did not resume");
+    publisher.publish(channel, json!("final")).await;
+    loop {
+        let m: Value = subscriber.recv().await;
+        if m["data"] == "final" {
+            break;
+        }
+        assert!(m["data"]["probe"].is_number(), "unexpected frame {m}");
+    }
+}
+
+async fn cross_node_publish_and_send(a: &TestBroker, b: &TestBroker) {
+    let mut on_a = a.connect("").await;
+    let mut on_b = b.connect("").await;
+    assert_eq!(on_a.node, "a");
+    assert_eq!(on_b.node, "b");
+    on_a.subscribe("room.1").await;
+    on_b.subscribe("room.1").await;
+    on_b.publish("room.1", json!({"text":"from b"})).await;
+    for c in [&mut on_a, &mut on_b] {
+        assert_eq!(
+            c.recv().await,
+            json!({"op":"message","channel":"room.1","data":{"text":"from b"}})
+        );
+    }
+    on_a.ok(json!({"op":"send","to":on_b.conn,"data":"psst"})).await;
+    assert_eq!(on_b.recv().await, json!({"op":"direct","from":on_a.conn,"data":"psst"}));
+    on_b.ok(json!({"op":"send","to":on_a.conn,"data":"back"})).await;
+    assert_eq!(on_a.recv().await, json!({"op":"direct","from":on_b.conn,"data":"back"}));
+    // Order per publisher survives the trip through Redis.
+    for i in 0..200 {
+        on_a.send_json(json!({"op":"publish","channel":"room.1","data":i})).await;
+    }
+    for i in 0..200 {
+        assert_eq!(on_b.recv().await["data"], i, "cross-node order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_two_nodes_publish_and_send_across() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes("redis", &[redis.url()]).await;
+    cross_node_publish_and_send(&a, &b).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_two_nodes_publish_and_send_across() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let (a, b) = two_nodes("redis-cluster", &cluster.urls()).await;
+    cross_node_publish_and_send(&a, &b).await;
+    // Channels spread over every master, and each reaches the other node.
+    let mut on_a = a.connect("").await;
+    let mut on_b = b.connect("").await;
+    let channels: Vec<String> = (0..30).map(|i| format!("spread.{i}")).collect();
+    let masters: std::collections::HashSet<usize> =
+        channels.iter().map(|c| cluster.master_index_of(c)).collect();
+    assert_eq!(masters.len(), 3, "test channels should cover all masters");
+    for c in &channels {
+        on_b.subscribe(c).await;
+    }
+    for c in &channels {
+        on_a.publish(c, json!(c)).await;
+    }
+    for _ in &channels {
+        let m = on_b.recv().await;
+        assert_eq!(m["data"], m["channel"]);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_redis_subscription_per_channel_per_node() {
+    let redis = RedisServer::start();
+    let (a, b) = two_nodes("redis", &[redis.url()]).await;
+    let mut clients_a = Vec::new();
+    let mut clients_b = Vec::new();
+    for _ in 0..5 {
+        let mut c = a.connect("channel=room.7").await;
+        c.subscribe("room.7").await;
+        clients_a.push(c);
+        clients_b.push(b.connect("channel=room.7").await);
+    }
+    assert_eq!(redis.numsub("im:room:7"), 2, "one subscription per node");
+    for c in clients_a.drain(..) {
+        c.close().await;
+    }
+    eventually("node a dropped its subscription", || async { redis.numsub("im:room:7") == 1 })
+        .await;
+    // Node b's clients still receive.
+    let mut publisher = a.connect("").await;
+    publisher.publish("room.7", json!("still")).await;
+    for c in &mut clients_b {
+        assert_eq!(c.recv().await["data"], "still");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sharded_subscription_per_channel_per_node() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let (a, b) = two_nodes("redis-cluster", &cluster.urls()).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(a.connect("channel=room.9").await);
+        held.push(b.connect("channel=room.9").await);
+    }
+    let mut probe = a.connect("").await;
+    probe.subscribe("room.9").await;
+    assert_eq!(cluster.shardnumsub("im:room:9"), 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_delivery_resumes_after_client_kill_and_restart() {
+    let mut redis = RedisServer::start();
+    let (a, b) = two_nodes("redis", &[redis.url()]).await;
+    let mut sub = a.connect("channel=room.1").await;
+    let mut publisher = b.connect("").await;
+    publisher.publish("room.1", json!("before")).await;
+    assert_eq!(sub.recv().await["data"], "before");
+
+    assert!(redis.kill_pubsub_clients() >= 2);
+    delivery_resumes(&mut publisher, &mut sub, "room.1").await;
+
+    tokio::task::block_in_place(|| redis.kill());
+    let addr = a.addr;
+    eventually("readyz fails while Redis is down", || async move {
+        common::http(addr, "GET", "/readyz", &[], "").await.0 == 503
+    })
+    .await;
+    publisher.error(json!({"op":"publish","channel":"room.1","data":"lost"}), "unavailable").await;
+    tokio::task::block_in_place(|| redis.restart());
+    delivery_resumes(&mut publisher, &mut sub, "room.1").await;
+    // `send` travels through the inbox, which was re-subscribed too.
+    publisher.ok(json!({"op":"send","to":sub.conn,"data":"inbox back"})).await;
+    assert_eq!(sub.recv().await["data"], "inbox back");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_delivery_resumes_after_client_kill_failover_and_slot_migration() {
+    let mut cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 1));
+    let (a, b) = two_nodes("redis-cluster", &cluster.urls()).await;
+    let channel = "room.42";
+    let backend_channel = "im:room:42";
+    let mut sub = a.connect(&format!("channel={channel}")).await;
+    let mut publisher = b.connect("").await;
+    publisher.publish(channel, json!("before")).await;
+    assert_eq!(sub.recv().await["data"], "before");
+
+    assert!(cluster.kill_pubsub_clients() >= 1);
+    delivery_resumes(&mut publisher, &mut sub, channel).await;
+
+    let owner = cluster.master_index_of(backend_channel);
+    tokio::task::block_in_place(|| cluster.fail_over(owner));
+    delivery_resumes(&mut publisher, &mut sub, channel).await;
+    assert_eq!(cluster.shardnumsub(backend_channel), 1, "still one subscription on the new master");
+
+    let owner = cluster.master_index_of(backend_channel);
+    let slot = switchyard_redis::slot::key_slot(backend_channel.as_bytes());
+    let target = (owner + 1) % cluster.masters.len();
+    tokio::task::block_in_place(|| cluster.migrate_slot(slot, target));
+    delivery_resumes(&mut publisher, &mut sub, channel).await;
+    assert_eq!(cluster.master_index_of(backend_channel), target);
+    a.shutdown().await;
+    b.shutdown().await;
+}
