@@ -270,3 +270,55 @@ publish = "anyone"
     drop((slow, fast, publisher, late));
     broker.shutdown().await;
 }
+
+/// Every `\n`-separated part of a batched frame must be one JSON object, whatever whitespace
+/// the publisher put in its `data` (JSON allows raw newlines between tokens).
+#[tokio::test]
+async fn batched_frames_split_cleanly_when_published_data_has_newlines() {
+    let var = "SWITCHYARD_TEST_FANOUT_BATCH_NEWLINE_KEYS";
+    // SAFETY: this test is the only reader and writer of this variable.
+    unsafe { std::env::set_var(var, "k") };
+    let broker =
+        TestBroker::start(&format!("{FANOUT_CONFIG}\n[auth]\napi_keys_env = \"{var}\"\n")).await;
+    let mut batched = broker.connect("batch=1&channel=pretty").await;
+    let mut publisher = broker.connect("").await;
+    // A pretty-printed publish frame, as `JSON.stringify(frame, null, 2)` would send it.
+    publisher
+        .send_text("{\n  \"op\": \"publish\",\n  \"channel\": \"pretty\",\n  \"data\": {\n    \"text\": \"hi\",\n    \"n\": [\n      1,\n      2\n    ]\n  },\n  \"id\": 1\n}")
+        .await;
+    assert_eq!(publisher.recv().await, json!({"op":"ok","id":1}));
+    // The original frame shape, and a `send`, with newlines in the payload.
+    publisher.send_text("{\"channel\":\"pretty\",\"payload\":[\r\n1,\r\n2]}").await;
+    let send = format!("{{\"op\":\"send\",\"to\":\"{}\",\"data\":{{\n\"d\":1\n}}}}", batched.conn);
+    publisher.send_text(&send).await;
+    // And the HTTP API with a pretty-printed body, as an application server would post it.
+    let body = "{\n  \"channel\": \"pretty\",\n  \"data\": {\n    \"via\": \"api\"\n  }\n}";
+    let (status, resp) = common::http(
+        broker.addr,
+        "POST",
+        "/api/publish",
+        &[("Authorization", "Bearer k"), ("Content-Type", "application/json")],
+        body,
+    )
+    .await;
+    assert_eq!(status, 200, "{resp}");
+    let expected = [
+        json!({"op":"message","channel":"pretty","data":{"text":"hi","n":[1,2]}}),
+        json!({"op":"message","channel":"pretty","data":[1,2]}),
+        json!({"op":"direct","from":publisher.conn,"data":{"d":1}}),
+        json!({"op":"message","channel":"pretty","data":{"via":"api"}}),
+    ];
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        let frame = batched.recv_text_frame().await;
+        for part in frame.split('\n') {
+            let v: Value = serde_json::from_str(part).unwrap_or_else(|e| {
+                panic!("a batch=1 frame has a part that is not a JSON object: {part:?} ({e}); frame: {frame:?}")
+            });
+            got.push(v);
+        }
+    }
+    assert_eq!(got, expected);
+    drop((batched, publisher));
+    broker.shutdown().await;
+}
