@@ -370,3 +370,34 @@ async fn shutdown_closes_every_client_with_1001() {
     // The listener is gone.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
 }
+
+/// A client may send its first frames in the same write as the upgrade request: the bytes hyper
+/// read past the request must reach the session.
+#[tokio::test]
+async fn frames_sent_with_the_upgrade_request_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = TestBroker::start(ABUSE_CONFIG).await;
+    let mut stream = tokio::net::TcpStream::connect(broker.addr).await.expect("connect");
+    let mut bytes = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        broker.addr
+    )
+    .into_bytes();
+    bytes.extend(client_frame(true, OP_TEXT, br#"{"op":"ping","id":"early"}"#));
+    stream.write_all(&bytes).await.expect("write");
+    let mut got = Vec::new();
+    let needle = br#"{"op":"pong","id":"early"}"#;
+    while !got.windows(needle.len()).any(|w| w == needle) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(common::WAIT, stream.read(&mut chunk))
+            .await
+            .expect("timed out waiting for the pong to a pipelined frame")
+            .expect("read");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
+    drop(stream);
+    broker.shutdown().await;
+}
