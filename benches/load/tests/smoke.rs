@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// API key for `POST /api/publish` in the smoke broker's config.
+const SMOKE_KEY: &str = "smoke-key";
+
 struct Broker {
     child: Child,
     addr: SocketAddr,
@@ -73,6 +76,9 @@ fn start_broker() -> Broker {
             r#"[server]
 listen = "127.0.0.1:{port}"
 
+[auth]
+api_keys_env = "SWITCHYARD_LOAD_SMOKE_KEYS"
+
 [backends.local]
 kind = "memory"
 
@@ -91,6 +97,7 @@ publish = "anyone"
         .arg("serve")
         .arg("--config")
         .arg(&config)
+        .env("SWITCHYARD_LOAD_SMOKE_KEYS", SMOKE_KEY)
         .stdout(Stdio::from(logf.try_clone().expect("dup log")))
         .stderr(Stdio::from(logf))
         .spawn()
@@ -181,6 +188,22 @@ fn every_scenario_against_a_real_broker() {
     let r =
         run(&b, &["fanout", "--subscribers", "10", "--messages", "50", "--client", "tungstenite"]);
     assert_eq!(r["delivered"], 500, "{r:#}");
+
+    let r = run(
+        &b,
+        &[
+            "fanout",
+            "--subscribers",
+            "10",
+            "--messages",
+            "50",
+            "--via-http",
+            "--api-key",
+            SMOKE_KEY,
+        ],
+    );
+    assert_eq!(r["delivered"], 500, "{r:#}");
+    assert_eq!(r["acked"], 50, "{r:#}");
 
     let r = run(
         &b,
