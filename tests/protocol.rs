@@ -589,6 +589,78 @@ async fn client_close_is_echoed() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
-    drop(d);
+    drop((a, b, c, d));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn reloaded_rules_end_subscriptions_with_an_unsubscribed_frame() {
+    let broker = TestBroker::start(OPEN_CONFIG).await;
+    let mut sub = broker.connect("channel=room.1,lobby,keep.me").await;
+    let mut publisher = broker.connect("").await;
+    let stricter = common::config(
+        r#"
+[backends.local]
+kind = "memory"
+
+[[routes]]
+match = "room.*"
+subscribe = "nobody"
+publish = "anyone"
+
+[[routes]]
+match = "keep.**"
+subscribe = "anyone"
+publish = "anyone"
+"#,
+    );
+    broker.handle.reload(&stricter).expect("reload");
+    let mut ended = vec![sub.recv().await, sub.recv().await];
+    ended.sort_by_key(|v| v["channel"].as_str().unwrap_or("").to_string());
+    assert_eq!(
+        ended,
+        vec![
+            json!({"op":"unsubscribed","channel":"lobby","reason":"no_route"}),
+            json!({"op":"unsubscribed","channel":"room.1","reason":"forbidden"}),
+        ]
+    );
+    // Nothing more arrives on the ended channel; the kept one still delivers.
+    publisher.publish("room.1", json!("after")).await;
+    publisher.publish("keep.me", json!("kept")).await;
+    assert_eq!(sub.recv().await, json!({"op":"message","channel":"keep.me","data":"kept"}));
+    sub.error(json!({"op":"subscribe","channel":"room.1"}), "forbidden").await;
+    drop((sub, publisher));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn channels_sharing_a_backend_channel_are_counted_per_client_channel() {
+    let broker = TestBroker::start(
+        r#"
+[backends.local]
+kind = "memory"
+
+[[routes]]
+match = "alias.{x}"
+channel = "common"
+subscribe = "anyone"
+publish = "anyone"
+"#,
+    )
+    .await;
+    let mut sub = broker.connect("").await;
+    let mut publisher = broker.connect("").await;
+    sub.subscribe("alias.a").await;
+    sub.subscribe("alias.b").await;
+    publisher.publish("alias.a", json!(1)).await;
+    assert_eq!(sub.recv().await, json!({"op":"message","channel":"alias.a","data":1}));
+    // Dropping one of the two client channels keeps the shared backend subscription.
+    sub.ok(json!({"op":"unsubscribe","channel":"alias.a"})).await;
+    publisher.publish("alias.b", json!(2)).await;
+    assert_eq!(sub.recv().await, json!({"op":"message","channel":"alias.b","data":2}));
+    // Delivered once, not once per client channel: the next frame answers our ping.
+    sub.send_text(r#"{"op":"ping","id":"x"}"#).await;
+    assert_eq!(sub.recv().await, json!({"op":"pong","id":"x"}));
+    drop((sub, publisher));
     broker.shutdown().await;
 }
