@@ -72,7 +72,7 @@ impl Authenticator {
             if secret.is_empty() {
                 return Err(AuthSetupError::MissingSecret(var.clone()));
             }
-            (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)
+            return Ok(Some(Authenticator::hs256(secret.as_bytes(), cfg)));
         } else if let Some(file) = &cfg.jwt_rs256_public_key_file {
             let pem = read_key(file)?;
             let key = DecodingKey::from_rsa_pem(&pem)
@@ -86,6 +86,15 @@ impl Authenticator {
         } else {
             return Ok(None);
         };
+        Ok(Some(Authenticator::new(key, algorithm, cfg)))
+    }
+
+    /// An HS256 verifier with `secret` (the config's issuer and audience apply).
+    pub fn hs256(secret: &[u8], cfg: &AuthConfig) -> Authenticator {
+        Authenticator::new(DecodingKey::from_secret(secret), Algorithm::HS256, cfg)
+    }
+
+    fn new(key: DecodingKey, algorithm: Algorithm, cfg: &AuthConfig) -> Authenticator {
         let mut validation = Validation::new(algorithm);
         // Tokens without `exp` are accepted (long-lived service tokens); with it, it is enforced
         // to the second, both at connect and mid-connection.
@@ -99,7 +108,7 @@ impl Authenticator {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        Ok(Some(Authenticator { key, validation }))
+        Authenticator { key, validation }
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
@@ -175,15 +184,6 @@ mod tests {
     use super::*;
     use jsonwebtoken::{encode, EncodingKey, Header};
 
-    fn hs256(secret_var: &str) -> Authenticator {
-        Authenticator::from_config(&AuthConfig {
-            jwt_hs256_secret_env: Some(secret_var.into()),
-            ..AuthConfig::default()
-        })
-        .expect("auth config")
-        .expect("authenticator")
-    }
-
     fn token(secret: &str, claims: serde_json::Value) -> String {
         encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes()))
             .expect("encode")
@@ -191,9 +191,7 @@ mod tests {
 
     #[test]
     fn verifies_sub_and_expiry() {
-        // SAFETY of set_var: this test owns this variable name; no other test reads it.
-        unsafe { std::env::set_var("SWITCHYARD_TEST_AUTH_SECRET_1", "s3cret") };
-        let auth = hs256("SWITCHYARD_TEST_AUTH_SECRET_1");
+        let auth = Authenticator::hs256(b"s3cret", &AuthConfig::default());
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let id = auth
             .verify(&token("s3cret", serde_json::json!({"sub":"alice","exp": now + 60})))

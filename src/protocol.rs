@@ -171,6 +171,21 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
+/// Appends raw JSON `data`. A raw newline in JSON can only be insignificant whitespace
+/// (inside strings it must be escaped), so it becomes a space: `?batch=1` clients split
+/// frames on `\n`, and a newline inside one object must not split it.
+fn push_data(out: &mut Vec<u8>, data: &str) {
+    let start = out.len();
+    out.extend_from_slice(data.as_bytes());
+    if data.contains('\n') {
+        for b in &mut out[start..] {
+            if *b == b'\n' {
+                *b = b' ';
+            }
+        }
+    }
+}
+
 fn push_id(out: &mut Vec<u8>, id: Option<&RawValue>) {
     if let Some(id) = id {
         out.extend_from_slice(b",\"id\":");
@@ -227,7 +242,7 @@ pub mod encode {
         out.extend_from_slice(b"{\"op\":\"message\",\"channel\":");
         push_str(&mut out, channel);
         out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(data.as_bytes());
+        push_data(&mut out, data);
         if let Some(user) = user {
             out.extend_from_slice(b",\"user\":");
             push_str(&mut out, user);
@@ -241,7 +256,7 @@ pub mod encode {
         out.extend_from_slice(b"{\"op\":\"direct\",\"from\":");
         push_str(&mut out, from);
         out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(data.as_bytes());
+        push_data(&mut out, data);
         if let Some(user) = user {
             out.extend_from_slice(b",\"user\":");
             push_str(&mut out, user);
@@ -326,6 +341,14 @@ mod tests {
     fn escaped_strings_decode() {
         let f = decode(r#"{"op":"subscribe","channel":"a\u002eb"}"#).expect("frame");
         assert!(matches!(f.op, ClientOp::Subscribe { ref channel } if channel == "a.b"));
+    }
+
+    #[test]
+    fn raw_newlines_in_data_never_reach_the_wire() {
+        let frame = encode::message("r", "{\n\"a\":\n\"x\\ny\"}", None);
+        assert!(!frame.contains(&b'\n'));
+        assert_eq!(json(&frame)["data"], serde_json::json!({"a":"x\ny"}));
+        assert!(!encode::direct("n:1", "[1,\n2]", None).contains(&b'\n'));
     }
 
     #[test]

@@ -280,7 +280,8 @@ impl Session {
         });
         let expired = tokio::time::sleep_until(expiry.unwrap_or_else(far_future));
         tokio::pin!(expired);
-        let mut reading = true;
+        // Frames the client sent together with the upgrade request arrive in hyper's buffer.
+        let mut reading = read_buf.is_empty() || self.on_bytes(&mut read_buf).await;
         loop {
             if read_buf.capacity() - read_buf.len() < 256 {
                 read_buf.reserve(1024);
