@@ -289,8 +289,13 @@ async fn batched_frames_split_cleanly_when_published_data_has_newlines() {
     assert_eq!(publisher.recv().await, json!({"op":"ok","id":1}));
     // The original frame shape, and a `send`, with newlines in the payload.
     publisher.send_text("{\"channel\":\"pretty\",\"payload\":[\r\n1,\r\n2]}").await;
-    let send = format!("{{\"op\":\"send\",\"to\":\"{}\",\"data\":{{\n\"d\":1\n}}}}", batched.conn);
+    let send = format!(
+        "{{\"op\":\"send\",\"to\":\"{}\",\"data\":{{\n\"d\":1\n}},\"id\":2}}",
+        batched.conn
+    );
     publisher.send_text(&send).await;
+    // Wait for the ack: the API publish below must not overtake the send.
+    assert_eq!(publisher.recv().await, json!({"op":"ok","id":2}));
     // And the HTTP API with a pretty-printed body, as an application server would post it.
     let body = "{\n  \"channel\": \"pretty\",\n  \"data\": {\n    \"via\": \"api\"\n  }\n}";
     let (status, resp) = common::http(
