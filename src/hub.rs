@@ -59,6 +59,26 @@ pub struct Hub {
     stop: CancellationToken,
 }
 
+/// Messages taken from a backend stream at once; a burst is queued whole before writing.
+const DISPATCH_BATCH: usize = 256;
+/// Connections written by one task; more are spread over spawned tasks so every core writes.
+const KICK_CHUNK: usize = 128;
+
+/// Writes every touched outbox, in parallel chunks when there are many.
+fn kick_all(touched: &mut Vec<Arc<Outbox>>) {
+    while touched.len() > KICK_CHUNK {
+        let chunk = touched.split_off(touched.len() - KICK_CHUNK);
+        tokio::spawn(async move {
+            for outbox in chunk {
+                outbox.kick();
+            }
+        });
+    }
+    for outbox in touched.drain(..) {
+        outbox.kick();
+    }
+}
+
 /// The inbox channel of node `node`.
 pub fn inbox_channel(node: &str) -> String {
     format!("switchyard:inbox:{node}")
@@ -121,22 +141,33 @@ impl Hub {
 
     async fn dispatch(self: Arc<Self>, backend: usize, mut incoming: Incoming) {
         let received = Metrics::received(&self.backends[backend].name);
-        let mut batch = Vec::with_capacity(256);
+        let mut batch = Vec::with_capacity(DISPATCH_BATCH);
+        let mut touched = Vec::new();
         loop {
             batch.clear();
-            if incoming.recv_many(&mut batch, 256).await == 0 {
+            if incoming.recv_many(&mut batch, DISPATCH_BATCH).await == 0 {
                 return;
             }
             received.increment(batch.len() as u64);
+            // Queue the whole batch first, then write once per connection.
             for message in batch.drain(..) {
-                self.deliver(backend, message);
+                self.queue(backend, message, &mut touched);
             }
+            kick_all(&mut touched);
         }
     }
 
-    /// Queues one backend message to every local subscriber of its topic (the dispatch
-    /// tasks call this; public so benches can drive fan-out without a socket).
+    /// Queues one backend message to every local subscriber of its topic and writes it out
+    /// (public so benches can drive fan-out without a backend).
     pub fn deliver(&self, backend: usize, message: Message) {
+        let mut touched = Vec::new();
+        self.queue(backend, message, &mut touched);
+        kick_all(&mut touched);
+    }
+
+    /// Queues one message; outboxes that went from empty to non-empty are added to `touched`
+    /// and must be kicked.
+    fn queue(&self, backend: usize, message: Message, touched: &mut Vec<Arc<Outbox>>) {
         if let Some((inbox_backend, inbox)) = &self.inbox {
             if *inbox_backend == backend && message.channel == *inbox {
                 self.deliver_direct(&message.payload);
@@ -155,6 +186,10 @@ impl Hub {
         for outbox in subscribers.values() {
             match outbox.push(frame.clone()) {
                 Push::Queued => queued += 1,
+                Push::First => {
+                    queued += 1;
+                    touched.push(outbox.clone());
+                }
                 Push::Overflowed => self.metrics.slow_consumers.increment(1),
                 Push::Closed => self.metrics.dropped_closed.increment(1),
             }
@@ -179,8 +214,8 @@ impl Hub {
         let outbox = self.connections.read().unwrap_or_else(|e| e.into_inner()).get(&conn).cloned();
         match outbox {
             Some(o) => {
-                match o.push(frame) {
-                    Push::Queued => self.metrics.delivered.increment(1),
+                match o.send(frame) {
+                    Push::Queued | Push::First => self.metrics.delivered.increment(1),
                     Push::Overflowed => self.metrics.slow_consumers.increment(1),
                     Push::Closed => self.metrics.dropped_closed.increment(1),
                 }

@@ -12,7 +12,6 @@ use hyper::{Request, Response, StatusCode};
 use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
 use hyper_util::rt::TokioIo;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::ops::{self, Caller, OpError};
@@ -25,10 +24,10 @@ use crate::hub::{ConnKey, TopicKey};
 use crate::outbox::Outbox;
 use crate::protocol::{self, encode, ClientOp, ErrorCode};
 
-/// Largest payload of one batched frame (`?batch=1`); bigger bursts go out as several frames.
-const BATCH_FRAME_BYTES: usize = 64 * 1024;
 /// How long a closing connection may take to take its last bytes.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Failed `?channel=` entries answered one by one; the rest are summed up in one error.
+const QUERY_ERRORS_SHOWN: usize = 16;
 
 /// What the upgrade request asked for.
 struct Params {
@@ -186,10 +185,11 @@ async fn run(broker: Arc<Broker>, on_upgrade: OnUpgrade, params: Params) {
             return;
         }
     };
-    let stream = parts.io.into_inner();
+    // Shared with the outbox, which writes into it from the hub's thread (`Outbox::kick`).
+    let stream = Arc::new(parts.io.into_inner());
     let read_buf = BytesMut::from(&parts.read_buf[..]);
-    let mut session = Session::new(broker, params.identity, params.batch);
-    session.serve(stream, read_buf, params.channels).await;
+    let mut session = Session::new(broker, params.identity, params.batch, stream.clone());
+    session.serve(&stream, read_buf, params.channels).await;
     session.cleanup().await;
 }
 
@@ -212,7 +212,6 @@ struct Session {
     id: String,
     user: Option<Arc<str>>,
     expires_at: Option<SystemTime>,
-    batch: bool,
     outbox: Arc<Outbox>,
     /// Client channel → the topic it is carried on.
     subscriptions: HashMap<ChannelName, TopicKey>,
@@ -220,15 +219,19 @@ struct Session {
     topic_refs: HashMap<TopicKey, usize>,
     bucket: Bucket,
     reader: FrameReader,
-    pending: Vec<Bytes>,
     write_buf: Vec<u8>,
 }
 
 impl Session {
-    fn new(broker: Arc<Broker>, identity: Identity, batch: bool) -> Session {
+    fn new(
+        broker: Arc<Broker>,
+        identity: Identity,
+        batch: bool,
+        socket: Arc<TcpStream>,
+    ) -> Session {
         let key = broker.next_conn();
         let id = format!("{}:{}", broker.node, key);
-        let outbox = Arc::new(Outbox::new(broker.server.outbound_queue));
+        let outbox = Arc::new(Outbox::new(broker.server.outbound_queue, batch, Some(socket)));
         broker.hub.register(key, outbox.clone());
         broker.metrics.connections.increment(1.0);
         broker.metrics.connections_total.increment(1);
@@ -240,19 +243,17 @@ impl Session {
             id,
             user: identity.user,
             expires_at: identity.expires_at,
-            batch,
             outbox,
             subscriptions: HashMap::new(),
             topic_refs: HashMap::new(),
             bucket: Bucket { tokens: burst, last: Instant::now() },
             reader,
-            pending: Vec::new(),
             write_buf: Vec::new(),
         }
     }
 
     fn reply(&self, json: Bytes) {
-        self.outbox.push(wsframe::text_frame(&json));
+        self.outbox.send(wsframe::text_frame(&json));
     }
 
     fn reply_error(&self, id: Option<&RawValue>, code: ErrorCode, message: &str) {
@@ -260,17 +261,22 @@ impl Session {
         self.reply(encode::error(id, code, message));
     }
 
-    async fn serve(
-        &mut self,
-        mut stream: TcpStream,
-        mut read_buf: BytesMut,
-        channels: Vec<String>,
-    ) {
+    async fn serve(&mut self, stream: &TcpStream, mut read_buf: BytesMut, channels: Vec<String>) {
         self.reply(encode::welcome(&self.id, &self.broker.node));
-        for channel in channels {
-            if let Err(e) = self.subscribe(&channel).await {
-                self.reply_error(None, e.code, &format!("{channel}: {}", e.message));
+        let mut failed = 0;
+        for channel in &channels {
+            if let Err(e) = self.subscribe(channel).await {
+                failed += 1;
+                // A long bad list must not fill the outbox before the client can read it.
+                if failed <= QUERY_ERRORS_SHOWN {
+                    self.reply_error(None, e.code, &format!("{channel}: {}", e.message));
+                }
             }
+        }
+        if failed > QUERY_ERRORS_SHOWN {
+            let more = failed - QUERY_ERRORS_SHOWN;
+            let message = format!("{more} more channels in ?channel= failed");
+            self.reply_error(None, ErrorCode::BadRequest, &message);
         }
         let shutdown = self.broker.shutdown.clone();
         let mut rules_version = self.broker.rules_version.subscribe();
@@ -295,15 +301,20 @@ impl Session {
                     self.outbox.close(close::TOKEN_EXPIRED, "token expired");
                 }
                 _ = self.outbox.ready() => {
-                    if let Flow::Closed = self.flush(&mut stream).await {
+                    if let Flow::Closed = self.flush(stream).await {
                         return;
                     }
                 }
                 Ok(()) = rules_version.changed() => self.revalidate().await,
-                read = stream.read_buf(&mut read_buf), if reading => {
-                    match read {
-                        Ok(0) | Err(_) => return,
+                readable = stream.readable(), if reading => {
+                    if readable.is_err() {
+                        return;
+                    }
+                    match stream.try_read_buf(&mut read_buf) {
+                        Ok(0) => return,
                         Ok(_) => reading = self.on_bytes(&mut read_buf).await,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return,
                     }
                 }
             }
@@ -328,7 +339,7 @@ impl Session {
                     "binary frames are not supported; send JSON text frames",
                 ),
                 Ok(Some(Received::Ping(payload))) => {
-                    self.outbox.push(wsframe::control_frame(wsframe::OP_PONG, &payload));
+                    self.outbox.send(wsframe::control_frame(wsframe::OP_PONG, &payload));
                 }
                 Ok(Some(Received::Pong)) => {}
                 Ok(Some(Received::Close(code))) => {
@@ -503,41 +514,39 @@ impl Session {
         }
     }
 
-    /// Writes everything queued; on a close request, the close frame too, and ends.
-    async fn flush(&mut self, stream: &mut TcpStream) -> Flow {
+    /// Writes what the outbox handed over (a kick could not write it all, or a close came);
+    /// on a close request, the close frame too, and ends.
+    async fn flush(&mut self, stream: &TcpStream) -> Flow {
         loop {
-            let close = self.outbox.drain(&mut self.pending);
-            if self.pending.is_empty() && close.is_none() {
-                return Flow::Continue;
-            }
             self.write_buf.clear();
-            encode_pending(&mut self.write_buf, &mut self.pending, self.batch);
+            let close = self.outbox.take(&mut self.write_buf);
             if let Some(c) = close {
                 self.write_buf.extend_from_slice(&wsframe::close_frame(c.code, &c.reason));
-                let _ = tokio::time::timeout(CLOSE_GRACE, stream.write_all(&self.write_buf)).await;
+                let _ = tokio::time::timeout(CLOSE_GRACE, write_all(stream, &self.write_buf)).await;
                 finish_close(stream).await;
                 return Flow::Closed;
             }
-            if !self.write_all(stream).await {
+            if !self.write_buf.is_empty() && !self.write_until_closing(stream).await {
                 return Flow::Closed;
             }
             if self.write_buf.capacity() > 1024 * 1024 {
                 self.write_buf = Vec::new();
+            }
+            if !self.outbox.done_writing() {
+                return Flow::Continue;
             }
         }
     }
 
     /// Writes `write_buf`; gives up when the socket fails, or when the outbox was closed while
     /// the socket would not take bytes (a slow consumer) and stays stuck past the grace time.
-    async fn write_all(&mut self, stream: &mut TcpStream) -> bool {
-        let mut written = 0;
+    async fn write_until_closing(&mut self, stream: &TcpStream) -> bool {
         let mut deadline: Option<tokio::time::Instant> = None;
-        while written < self.write_buf.len() {
+        let write = write_all(stream, &self.write_buf);
+        tokio::pin!(write);
+        loop {
             tokio::select! {
-                r = stream.write(&self.write_buf[written..]) => match r {
-                    Ok(0) | Err(_) => return false,
-                    Ok(n) => written += n,
-                },
+                r = &mut write => return r.is_ok(),
                 _ = self.outbox.closing(), if deadline.is_none() => {
                     deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
                 }
@@ -546,7 +555,6 @@ impl Session {
                 }
             }
         }
-        true
     }
 
     async fn cleanup(&mut self) {
@@ -557,6 +565,7 @@ impl Session {
         self.broker.metrics.subscriptions.decrement(self.subscriptions.len() as f64);
         self.subscriptions.clear();
         self.broker.hub.deregister(self.key);
+        self.outbox.detach();
         self.broker.metrics.connections.decrement(1.0);
     }
 }
@@ -565,58 +574,35 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
 }
 
-/// Serializes queued frames into one write. In batch mode, runs of text frames are packed into
-/// one frame whose JSON objects are separated by `\n`.
-fn encode_pending(out: &mut Vec<u8>, pending: &mut Vec<Bytes>, batch: bool) {
-    if !batch {
-        for f in pending.drain(..) {
-            out.extend_from_slice(&f);
-        }
-        return;
-    }
-    let mut run: Vec<&[u8]> = Vec::new();
-    let mut run_len = 0;
-    let flush_run = |out: &mut Vec<u8>, run: &mut Vec<&[u8]>, run_len: &mut usize| {
-        if run.is_empty() {
-            return;
-        }
-        let len = *run_len + run.len() - 1;
-        wsframe::put_header(out, wsframe::OP_TEXT, len);
-        for (i, p) in run.iter().enumerate() {
-            if i > 0 {
-                out.push(b'\n');
-            }
-            out.extend_from_slice(p);
-        }
-        run.clear();
-        *run_len = 0;
-    };
-    for f in pending.iter() {
-        if f.first() == Some(&(0x80 | wsframe::OP_TEXT)) {
-            let payload = wsframe::frame_payload(f);
-            if run_len + payload.len() + run.len() > BATCH_FRAME_BYTES {
-                flush_run(out, &mut run, &mut run_len);
-            }
-            run_len += payload.len();
-            run.push(payload);
-        } else {
-            flush_run(out, &mut run, &mut run_len);
-            out.extend_from_slice(f);
+/// Writes all of `buf` through a shared socket.
+async fn write_all(stream: &TcpStream, buf: &[u8]) -> std::io::Result<()> {
+    let mut written = 0;
+    while written < buf.len() {
+        stream.writable().await?;
+        match stream.try_write(&buf[written..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
     }
-    flush_run(out, &mut run, &mut run_len);
-    pending.clear();
+    Ok(())
 }
 
 /// After the close frame: stop sending, and read (and drop) what the client still sends until
 /// it closes too, so unread bytes do not turn our close into a reset that loses the close frame.
-async fn finish_close(stream: &mut TcpStream) {
-    let _ = stream.shutdown().await;
+async fn finish_close(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
     let mut sink = [0u8; 4096];
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         loop {
-            match stream.read(&mut sink).await {
-                Ok(0) | Err(_) => break,
+            if stream.readable().await.is_err() {
+                break;
+            }
+            match stream.try_read(&mut sink) {
+                Ok(0) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => break,
                 Ok(_) => {}
             }
         }
@@ -636,21 +622,5 @@ mod tests {
         assert_eq!(pairs[2], ("token".into(), "x=y".into()));
         assert_eq!(pairs[3], ("bad".into(), "%zz".into()));
         assert_eq!(percent_decode("%4"), "%4");
-    }
-
-    #[test]
-    fn batches_pack_text_frames_only() {
-        let mut pending = vec![
-            wsframe::text_frame(b"{\"a\":1}"),
-            wsframe::text_frame(b"{\"b\":2}"),
-            wsframe::control_frame(wsframe::OP_PONG, b""),
-            wsframe::text_frame(b"{\"c\":3}"),
-        ];
-        let mut out = Vec::new();
-        encode_pending(&mut out, &mut pending, true);
-        let first = wsframe::text_frame(b"{\"a\":1}\n{\"b\":2}");
-        assert_eq!(&out[..first.len()], &first[..]);
-        assert_eq!(out[first.len()], 0x8A);
-        assert!(pending.is_empty());
     }
 }
