@@ -187,7 +187,10 @@ async fn run(broker: Arc<Broker>, on_upgrade: OnUpgrade, params: Params) {
     };
     // Shared with the outbox, which writes into it from the hub's thread (`Outbox::kick`).
     let stream = Arc::new(parts.io.into_inner());
+    // Copy what hyper read past the request, then let go of hyper's whole read buffer (it is
+    // several KiB that would otherwise live as long as the connection).
     let read_buf = BytesMut::from(&parts.read_buf[..]);
+    drop(parts.read_buf);
     let mut session = Session::new(broker, params.identity, params.batch, stream.clone());
     session.serve(&stream, read_buf, params.channels).await;
     session.cleanup().await;
@@ -289,9 +292,6 @@ impl Session {
         // Frames the client sent together with the upgrade request arrive in hyper's buffer.
         let mut reading = read_buf.is_empty() || self.on_bytes(&mut read_buf).await;
         loop {
-            if read_buf.capacity() - read_buf.len() < 256 {
-                read_buf.reserve(1024);
-            }
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if !self.outbox.is_closing() => {
@@ -310,6 +310,11 @@ impl Session {
                     if readable.is_err() {
                         return;
                     }
+                    // The buffer exists only while a frame is being read, so idle
+                    // connections hold none.
+                    if read_buf.capacity() - read_buf.len() < 512 {
+                        read_buf.reserve(4096);
+                    }
                     match stream.try_read_buf(&mut read_buf) {
                         Ok(0) => return,
                         Ok(_) => reading = self.on_bytes(&mut read_buf).await,
@@ -326,9 +331,8 @@ impl Session {
         loop {
             match self.reader.next(buf) {
                 Ok(None) => {
-                    // A large frame may have grown the buffer; idle connections stay small.
-                    if buf.is_empty() && buf.capacity() > 64 * 1024 {
-                        *buf = BytesMut::with_capacity(1024);
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
                     }
                     return true;
                 }
