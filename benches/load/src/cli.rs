@@ -18,12 +18,14 @@ pub struct Cli {
 /// Options shared by every scenario (accepted before or after the scenario name).
 #[derive(Debug, Clone, Args, serde::Serialize)]
 pub struct Common {
-    /// WebSocket URL of the broker; must be a loopback address.
+    /// WebSocket URL of the broker; must be a loopback address. Several, comma-separated,
+    /// spread connections round-robin over broker nodes (e.g. two nodes on one Redis).
     #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
-    /// Broker process id: report its CPU seconds per million deliveries and its RSS.
-    #[arg(long, global = true)]
-    pub pid: Option<u32>,
+    /// Broker process id: report its CPU seconds per million deliveries and its RSS. Several,
+    /// comma-separated (one per broker node), are summed.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub pid: Vec<u32>,
     /// Write the full report as JSON to this file.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,

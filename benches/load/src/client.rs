@@ -89,7 +89,11 @@ impl Target {
 /// Everything needed to open connections, shared by all connection tasks.
 #[derive(Debug)]
 pub struct Connector {
+    /// The first (or only) broker; HTTP publishers use it.
     pub target: Target,
+    /// Every broker given with `--url a,b`: connection `idx` goes to `targets[idx % len]`, so
+    /// subscribers and publishers spread over several broker nodes.
+    pub targets: Vec<Target>,
     pub kind: ClientKind,
     pub batch: bool,
     pub sources: Vec<Ipv4Addr>,
@@ -115,7 +119,8 @@ impl Connector {
         if self.batch {
             params.push("batch=1".into());
         }
-        let path = self.target.request_path(&params);
+        let target = &self.targets[idx % self.targets.len()];
+        let path = target.request_path(&params);
         let src = self.sources[idx % self.sources.len()];
         let mut backoff = Duration::from_millis(50);
         let mut attempt = 0;
@@ -123,7 +128,7 @@ impl Connector {
             let res = {
                 // Closed semaphore is impossible (we never close it); treat it as a plain error.
                 let _permit = self.handshakes.acquire().await?;
-                tokio::time::timeout(self.timeout, self.open_once(src, &path)).await
+                tokio::time::timeout(self.timeout, self.open_once(target, src, &path)).await
             };
             let err = match res {
                 Ok(Ok(c)) => return Ok(c),
@@ -142,14 +147,12 @@ impl Connector {
         }
     }
 
-    async fn open_once(&self, src: Ipv4Addr, path: &str) -> Result<Conn> {
-        let stream = tcp_connect(src, self.target.addr).await?;
+    async fn open_once(&self, target: &Target, src: Ipv4Addr, path: &str) -> Result<Conn> {
+        let stream = tcp_connect(src, target.addr).await?;
         let mut conn = match self.kind {
-            ClientKind::Raw => {
-                Conn::Raw(RawWs::handshake(stream, &self.target.authority, path).await?)
-            }
+            ClientKind::Raw => Conn::Raw(RawWs::handshake(stream, &target.authority, path).await?),
             ClientKind::Tungstenite => {
-                let url = format!("ws://{}{}", self.target.authority, path);
+                let url = format!("ws://{}{}", target.authority, path);
                 let (ws, _resp) = tokio_tungstenite::client_async(url, stream).await?;
                 Conn::Tung(Box::new(TungWs { ws, last: None }))
             }
@@ -645,8 +648,10 @@ mod tests {
             let unmasked = [pong[6] ^ pong[2], pong[7] ^ pong[3]];
             assert_eq!(&unmasked, b"hi");
         });
+        let target = Target::parse(&format!("ws://{addr}/ws")).expect("target");
         let c = Arc::new(Connector {
-            target: Target::parse(&format!("ws://{addr}/ws")).expect("target"),
+            targets: vec![target.clone()],
+            target,
             kind: ClientKind::Raw,
             batch: false,
             sources: Connector::sources(1),

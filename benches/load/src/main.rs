@@ -47,7 +47,9 @@ fn run(cli: Cli) -> Result<bool> {
              run as root or raise `ulimit -Hn`"
         );
     }
-    let target = Target::parse(&cli.common.url)?;
+    let targets =
+        cli.common.url.split(',').map(|u| Target::parse(u.trim())).collect::<Result<Vec<_>>>()?;
+    let target = targets.first().cloned().ok_or("--url needs at least one URL")?;
     let sources = match cli.common.source_addrs {
         // One source address per 20k connections keeps well inside the ~28k ephemeral ports
         // each (source, destination) pair has.
@@ -64,6 +66,7 @@ fn run(cli: Cli) -> Result<bool> {
         .build()?;
     let connector = Arc::new(Connector {
         target,
+        targets,
         kind: cli.common.client,
         batch: cli.common.batch,
         sources: Connector::sources(sources),

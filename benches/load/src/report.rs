@@ -24,7 +24,8 @@ pub struct ConnStats {
 
 #[derive(Debug, Serialize)]
 pub struct Broker {
-    pub pid: u32,
+    /// Every broker process measured (their CPU and RSS are summed).
+    pub pids: Vec<u32>,
     /// Broker CPU (user + system) over the measured window, seconds.
     pub cpu_s: f64,
     pub cpu_s_per_million_deliveries: Option<f64>,
@@ -35,7 +36,7 @@ pub struct Broker {
 
 impl Broker {
     pub fn from_samples(
-        pid: u32,
+        pids: Vec<u32>,
         before: ProcSample,
         after: ProcSample,
         deliveries: u64,
@@ -43,7 +44,7 @@ impl Broker {
     ) -> Self {
         let cpu_s = (after.cpu_s - before.cpu_s).max(0.0);
         Self {
-            pid,
+            pids,
             cpu_s,
             cpu_s_per_million_deliveries: (deliveries > 0)
                 .then(|| cpu_s / (deliveries as f64 / 1e6)),
@@ -189,7 +190,8 @@ impl Report {
             ),
         ));
         if let Some(b) = &self.broker {
-            let mut s = format!("pid {} cpu {:.2} s", b.pid, b.cpu_s);
+            let pids: Vec<String> = b.pids.iter().map(u32::to_string).collect();
+            let mut s = format!("pid {} cpu {:.2} s", pids.join(","), b.cpu_s);
             if let Some(c) = b.cpu_s_per_million_deliveries {
                 let _ = write!(s, ", {c:.3} CPU-s per million deliveries");
             }

@@ -49,8 +49,9 @@ pub async fn connections(ctx: &Ctx, args: &ConnectionsArgs) -> Result<Report> {
     report.slow_consumer_closes =
         ctx.live.slow_consumer_closes.load(std::sync::atomic::Ordering::Relaxed);
     report.other_closes = ctx.live.other_closes.load(std::sync::atomic::Ordering::Relaxed);
-    if let (Some(pid), Some(b), Some(a)) = (ctx.common.pid, before, after) {
-        report.broker = Some(Broker::from_samples(pid, b, a, 0, Some(report.connections.opened)));
+    if let (Some(b), Some(a)) = (before, after) {
+        let (pids, opened) = (ctx.common.pid.clone(), Some(report.connections.opened));
+        report.broker = Some(Broker::from_samples(pids, b, a, 0, opened));
     }
     Ok(report)
 }

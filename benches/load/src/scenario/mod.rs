@@ -43,14 +43,23 @@ impl Ctx {
     }
 
     pub fn sample(&self) -> Option<ProcSample> {
-        let pid = self.common.pid?;
-        match procfs::sample(pid) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                eprintln!("warning: cannot read /proc/{pid}: {e}");
-                None
+        if self.common.pid.is_empty() {
+            return None;
+        }
+        let mut total = procfs::ProcSample::default();
+        for &pid in &self.common.pid {
+            match procfs::sample(pid) {
+                Ok(s) => {
+                    total.cpu_s += s.cpu_s;
+                    total.rss_bytes += s.rss_bytes;
+                }
+                Err(e) => {
+                    eprintln!("warning: cannot read /proc/{pid}: {e}");
+                    return None;
+                }
             }
         }
+        Some(total)
     }
 }
 
@@ -461,8 +470,9 @@ pub fn fill_common(
     if report.frames > 0 {
         report.objects_per_frame = (totals.delivered + report.acked) as f64 / report.frames as f64;
     }
-    if let (Some(pid), Some(b), Some(a)) = (ctx.common.pid, before, after) {
-        report.broker = Some(Broker::from_samples(pid, b, a, totals.delivered, None));
+    if let (Some(b), Some(a)) = (before, after) {
+        let pids = ctx.common.pid.clone();
+        report.broker = Some(Broker::from_samples(pids, b, a, totals.delivered, None));
     }
     if let (Some(b), Some(a)) = own {
         report.loadgen_cpu_s = (a.cpu_s - b.cpu_s).max(0.0);
