@@ -70,6 +70,7 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
 
 fn serve(path: Option<PathBuf>) -> ExitCode {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

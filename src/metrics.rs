@@ -42,6 +42,8 @@ pub fn prometheus() -> Option<PrometheusHandle> {
                 .install_recorder()
                 .ok()?;
             describe();
+            #[cfg(feature = "redis")]
+            switchyard_redis::metrics::describe();
             Some(handle)
         })
         .clone()

@@ -130,3 +130,73 @@ fn route_reports_no_route_and_invalid_channels() {
     let o = run(&["route", "anything.at.all"]);
     assert!(o.status.success(), "the built-in default routes everything: {}", text(&o));
 }
+
+/// The binary as an operator runs it: SIGHUP reloads the rules, SIGTERM closes clients with
+/// 1001 and exits 0.
+#[tokio::test]
+async fn serve_reloads_on_sighup_and_shuts_down_on_sigterm() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("probe")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[backends.local]\nkind = \"memory\"\n[[routes]]\nmatch = \"**\"\nsubscribe = \"anyone\"\npublish = \"anyone\"\n"),
+    )
+    .expect("write config");
+    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().expect("utf8")])
+        .stderr(log)
+        .spawn()
+        .expect("spawn serve");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let reloads = || async move {
+        let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return None };
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.ok()?;
+        body.lines()
+            .find(|l| l.starts_with("switchyard_config_reloads_total{result=\"ok\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .or(Some(0))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while reloads().await.is_none() {
+        assert!(std::time::Instant::now() < deadline, "broker did not come up");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(reloads().await, Some(0));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+    while reloads().await != Some(1) {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP did not reload the config");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.expect("connect");
+    let welcome = ws.next().await.expect("welcome").expect("welcome frame");
+    assert!(matches!(welcome, Message::Text(_)));
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let close = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close, Some(1001));
+    drop(ws);
+    let status =
+        tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert!(status.success(), "serve exited with {status}");
+}

@@ -64,27 +64,34 @@ fn free_port() -> u16 {
 }
 
 fn start_broker() -> Broker {
+    start_broker_with("memory", "[backends.local]\nkind = \"memory\"\n")
+}
+
+/// A broker whose config has `backends` (one backend table) and an open catch-all route.
+fn start_broker_with(name: &str, backends: &str) -> Broker {
     let bin = broker_bin();
     assert!(bin.exists(), "broker binary {} does not exist", bin.display());
-    let dir = std::env::temp_dir().join(format!("switchyard-load-smoke-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("switchyard-load-smoke-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = free_port();
     let config = dir.join("broker.toml");
     std::fs::write(
         &config,
         format!(
-            r#"[server]
+            r#"[node]
+id = "{name}"
+
+[server]
 listen = "127.0.0.1:{port}"
 
 [auth]
 api_keys_env = "SWITCHYARD_LOAD_SMOKE_KEYS"
 
-[backends.local]
-kind = "memory"
+{backends}
 
 [[routes]]
 match = "**"
-backend = "local"
 subscribe = "anyone"
 publish = "anyone"
 "#
@@ -140,15 +147,23 @@ fn healthz(addr: SocketAddr) -> bool {
 }
 
 fn run(b: &Broker, args: &[&str]) -> serde_json::Value {
+    run_on(&[b], args)
+}
+
+/// Runs the load generator with connections spread over `brokers` and their CPU summed.
+fn run_on(brokers: &[&Broker], args: &[&str]) -> serde_json::Value {
+    let b = brokers[0];
+    let urls: Vec<String> = brokers.iter().map(|b| format!("ws://{}/ws", b.addr)).collect();
+    let pids: Vec<String> = brokers.iter().map(|b| b.child.id().to_string()).collect();
     let dir = b.log.parent().expect("dir").to_path_buf();
     let name = args.join("_").replace(['/', ':', '.', '-'], "");
     let json = dir.join(format!("{name}.json"));
     let out = Command::new(load_bin())
         .args(args)
         .arg("--url")
-        .arg(format!("ws://{}/ws", b.addr))
+        .arg(urls.join(","))
         .arg("--pid")
-        .arg(b.child.id().to_string())
+        .arg(pids.join(","))
         .arg("--json")
         .arg(&json)
         .arg("--svg")
@@ -224,4 +239,33 @@ fn every_scenario_against_a_real_broker() {
         run(&b, &["connections", "--connections", "300", "--hold", "0.5", "--source-addrs", "2"]);
     assert_eq!(r["held"], 300, "{r:#}");
     assert!(r["broker"]["rss_per_connection_bytes"].is_number(), "{r:#}");
+}
+
+/// The same tool against two broker nodes on a real 3-master Redis Cluster: every subscriber,
+/// on either node, gets every message, in order.
+#[test]
+fn fanout_across_two_nodes_on_a_redis_cluster() {
+    let cluster = switchyard_redis::testing::RedisCluster::start(3, 0);
+    let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let backends =
+        format!("[backends.main]\nkind = \"redis-cluster\"\nnodes = [{}]\n", nodes.join(", "));
+    let a = start_broker_with("cluster-a", &backends);
+    let b = start_broker_with("cluster-b", &backends);
+    for batch in [false, true] {
+        let mut args = vec!["fanout", "--subscribers", "40", "--messages", "200", "--window", "64"];
+        if batch {
+            args.push("--batch");
+        }
+        let r = run_on(&[&a, &b], &args);
+        assert_eq!(r["delivered"], 40 * 200, "{r:#}");
+        assert_eq!(r["lost"], 0, "{r:#}");
+        assert_eq!(r["out_of_order"], 0, "{r:#}");
+        assert!(r["broker"]["cpu_s_per_million_deliveries"].is_number(), "{r:#}");
+    }
+    let r = run_on(
+        &[&a, &b],
+        &["latency", "--subscribers", "20", "--deliveries-per-s", "2000", "--duration", "1"],
+    );
+    assert_eq!(r["lost"], 0, "{r:#}");
+    assert_eq!(r["delivered"], 2000, "{r:#}");
 }
