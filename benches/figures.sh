@@ -44,6 +44,7 @@ pid=${pids[0]}
 run3 fanout fanout --subscribers 1000 --messages 1000 --pid "$pid"
 run3 batch fanout --subscribers 1000 --messages 1000 --batch --pid "$pid"
 run3 latency latency --subscribers 1000 --deliveries-per-s 50000 --duration 10 --pid "$pid"
+run3 latency100 latency --subscribers 100 --deliveries-per-s 50000 --duration 5 --pid "$pid"
 run3 rooms rooms --connections 2000 --rate 20000 --duration 5 --pid "$pid"
 kill "$pid"
 pids=()
@@ -79,6 +80,7 @@ median "latency 50k/s: p50 ms" "$out/latency-*.json" "d['latency']['p50_us']/100
 median "latency 50k/s: p99 ms" "$out/latency-*.json" "d['latency']['p99_us']/1000"
 median "latency 50k/s: p99.9 ms" "$out/latency-*.json" "d['latency']['p999_us']/1000"
 median "latency 50k/s: broker CPU-s per million" "$out/latency-*.json" "d['broker']['cpu_s_per_million_deliveries']"
+median "latency 50k/s, 100 subscribers: p99 ms" "$out/latency100-*.json" "d['latency']['p99_us']/1000"
 median "rooms: deliveries/s" "$out/rooms-*.json" "d['deliveries_per_s']"
 median "rooms: p99 ms" "$out/rooms-*.json" "d['latency']['p99_us']/1000"
 median "rooms: lost" "$out/rooms-*.json" "d['lost']"

@@ -19,22 +19,7 @@ fn publish_frame(size: usize) -> String {
 
 /// A masked client frame carrying `payload`, as a browser sends it.
 fn masked(payload: &[u8]) -> Vec<u8> {
-    let mask = [1u8, 2, 3, 4];
-    let mut out = vec![0x81];
-    match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
-        n @ 126..=65535 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
+    wsframe::encode_frame(true, wsframe::OP_TEXT, payload, Some([1, 2, 3, 4]))
 }
 
 fn decode_publish(c: &mut Criterion) {
