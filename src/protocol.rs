@@ -238,23 +238,20 @@ pub mod encode {
     /// `{"op":"message",...}`: what a publish becomes for subscribers. `data` is the publisher's
     /// raw JSON; `user` the publisher's verified identity.
     pub fn message(channel: &str, data: &str, user: Option<&str>) -> Bytes {
-        let mut out = Vec::with_capacity(48 + channel.len() + data.len());
-        out.extend_from_slice(b"{\"op\":\"message\",\"channel\":");
-        push_str(&mut out, channel);
-        out.extend_from_slice(b",\"data\":");
-        push_data(&mut out, data);
-        if let Some(user) = user {
-            out.extend_from_slice(b",\"user\":");
-            push_str(&mut out, user);
-        }
-        out.push(b'}');
-        out.into()
+        carrying_data(b"{\"op\":\"message\",\"channel\":", channel, data, user)
     }
 
+    /// `{"op":"direct",...}`: what a `send` becomes for its target.
     pub fn direct(from: &str, data: &str, user: Option<&str>) -> Bytes {
-        let mut out = Vec::with_capacity(48 + from.len() + data.len());
-        out.extend_from_slice(b"{\"op\":\"direct\",\"from\":");
-        push_str(&mut out, from);
+        carrying_data(b"{\"op\":\"direct\",\"from\":", from, data, user)
+    }
+
+    /// `<head>"<value>","data":<data>[,"user":"<user>"]}`: the frames that carry a publisher's
+    /// data.
+    fn carrying_data(head: &[u8], value: &str, data: &str, user: Option<&str>) -> Bytes {
+        let mut out = Vec::with_capacity(48 + value.len() + data.len());
+        out.extend_from_slice(head);
+        push_str(&mut out, value);
         out.extend_from_slice(b",\"data\":");
         push_data(&mut out, data);
         if let Some(user) = user {

@@ -94,6 +94,33 @@ pub fn control_frame(opcode: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// Any frame, masked as clients must send them or (`mask: None`) not. The broker parses client
+/// frames with [`FrameReader`]; this is for clients, tests and benches that play the client.
+pub fn encode_frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(14 + payload.len());
+    out.push(if fin { 0x80 } else { 0 } | opcode);
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    match payload.len() {
+        n @ 0..=125 => out.push(mask_bit | n as u8),
+        n @ 126..=65535 => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    match mask {
+        Some(m) => {
+            out.extend_from_slice(&m);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
+        }
+        None => out.extend_from_slice(payload),
+    }
+    out
+}
+
 /// A complete message or control frame received from a client.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Received {
@@ -264,24 +291,8 @@ mod tests {
     use super::*;
 
     /// A masked client frame, as a browser would send it.
-    pub(crate) fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        let mut out = Vec::new();
-        out.push(if fin { 0x80 } else { 0 } | opcode);
-        match payload.len() {
-            n @ 0..=125 => out.push(0x80 | n as u8),
-            n @ 126..=65535 => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        out
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        encode_frame(fin, opcode, payload, Some([0x12, 0x34, 0x56, 0x78]))
     }
 
     #[test]
