@@ -241,10 +241,10 @@ fn every_scenario_against_a_real_broker() {
     assert!(r["broker"]["rss_per_connection_bytes"].is_number(), "{r:#}");
 }
 
-/// The same tool against two broker nodes on a real 3-master Redis Cluster: every subscriber,
+/// Every scenario against two broker nodes on a real 3-master Redis Cluster: every subscriber,
 /// on either node, gets every message, in order.
 #[test]
-fn fanout_across_two_nodes_on_a_redis_cluster() {
+fn every_scenario_across_two_nodes_on_a_redis_cluster() {
     let cluster = switchyard_redis::testing::RedisCluster::start(3, 0);
     let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
     let backends =
@@ -268,4 +268,13 @@ fn fanout_across_two_nodes_on_a_redis_cluster() {
     );
     assert_eq!(r["lost"], 0, "{r:#}");
     assert_eq!(r["delivered"], 2000, "{r:#}");
+    // Rooms and personal channels span both nodes: every DM and room message crosses Redis.
+    let r = run_on(
+        &[&a, &b],
+        &["rooms", "--connections", "40", "--room-size", "5", "--rate", "400", "--duration", "1"],
+    );
+    assert_eq!(r["lost"], 0, "{r:#}");
+    assert!(r["delivered"].as_u64().expect("delivered") >= 400 * 3, "{r:#}");
+    let r = run_on(&[&a, &b], &["connections", "--connections", "200", "--hold", "0.5"]);
+    assert_eq!(r["held"], 200, "{r:#}");
 }
