@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub max_frame_bytes: usize,
     pub outbound_queue: usize,
     pub shutdown_timeout: Duration,
+    /// A connection silent this long is pinged; silent for another interval, it is closed.
+    pub ping_interval: Duration,
 }
 
 /// Per-connection limits (route limits live on each [`Route`]).
@@ -216,6 +218,11 @@ impl Builder<'_> {
             )?,
             max_frame_bytes: self.positive(&s.max_frame_bytes, "server.max_frame_bytes", 65_536)?,
             outbound_queue: self.positive(&s.outbound_queue, "server.outbound_queue", 1024)?,
+            ping_interval: Duration::from_millis(self.positive(
+                &s.ping_interval_ms,
+                "server.ping_interval_ms",
+                25_000,
+            )? as u64),
             shutdown_timeout: Duration::from_millis(self.positive(
                 &s.shutdown_timeout_ms,
                 "server.shutdown_timeout_ms",

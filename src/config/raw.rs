@@ -37,6 +37,7 @@ pub struct RawServer {
     pub max_frame_bytes: Option<Spanned<u64>>,
     pub outbound_queue: Option<Spanned<u64>>,
     pub shutdown_timeout_ms: Option<Spanned<u64>>,
+    pub ping_interval_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -289,6 +289,13 @@ impl Session {
         });
         let expired = tokio::time::sleep_until(expiry.unwrap_or_else(far_future));
         tokio::pin!(expired);
+        // Keepalive: reads only note the time; the timer is re-armed when it fires, so a busy
+        // connection costs no timer work per frame.
+        let interval = self.broker.server.ping_interval;
+        let mut last_heard = tokio::time::Instant::now();
+        let mut pinged_at: Option<tokio::time::Instant> = None;
+        let keepalive = tokio::time::sleep(interval);
+        tokio::pin!(keepalive);
         // Frames the client sent together with the upgrade request arrive in hyper's buffer.
         let mut reading = read_buf.is_empty() || self.on_bytes(&mut read_buf).await;
         loop {
@@ -299,6 +306,24 @@ impl Session {
                 }
                 _ = &mut expired, if expiry.is_some() && !self.outbox.is_closing() => {
                     self.outbox.close(close::TOKEN_EXPIRED, "token expired");
+                }
+                _ = &mut keepalive, if !self.outbox.is_closing() => {
+                    let now = tokio::time::Instant::now();
+                    match pinged_at {
+                        Some(at) if last_heard < at => {
+                            self.outbox.close(close::NORMAL, "ping timeout: nothing heard from the client");
+                            continue;
+                        }
+                        _ => pinged_at = None,
+                    }
+                    let due = last_heard + interval;
+                    if now < due {
+                        keepalive.as_mut().reset(due);
+                    } else {
+                        pinged_at = Some(now);
+                        self.outbox.send(wsframe::control_frame(wsframe::OP_PING, b""));
+                        keepalive.as_mut().reset(now + interval);
+                    }
                 }
                 _ = self.outbox.ready() => {
                     if let Flow::Closed = self.flush(stream).await {
@@ -317,7 +342,10 @@ impl Session {
                     }
                     match stream.try_read_buf(&mut read_buf) {
                         Ok(0) => return,
-                        Ok(_) => reading = self.on_bytes(&mut read_buf).await,
+                        Ok(_) => {
+                            last_heard = tokio::time::Instant::now();
+                            reading = self.on_bytes(&mut read_buf).await;
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(_) => return,
                     }

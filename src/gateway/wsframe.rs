@@ -17,6 +17,7 @@ pub const OP_PONG: u8 = 0xA;
 
 /// Close codes used by the broker (PRODUCT.md §2).
 pub mod close {
+    /// Also used when a client stopped answering pings (the peer is most likely gone).
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
