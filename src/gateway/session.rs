@@ -202,6 +202,49 @@ enum Flow {
     Closed,
 }
 
+/// Keepalive bookkeeping. Reads only record the time; the timer is re-armed when it fires, so
+/// a busy connection costs no timer work per frame.
+struct Keepalive {
+    interval: Duration,
+    last_heard: tokio::time::Instant,
+    pinged_at: Option<tokio::time::Instant>,
+}
+
+/// What the keepalive timer asks for when it fires.
+#[derive(Debug, PartialEq, Eq)]
+enum Tick {
+    /// Heard from recently: sleep until then.
+    Wait(tokio::time::Instant),
+    /// Silent for an interval: ping, and look again then.
+    Ping(tokio::time::Instant),
+    /// Silent since the last ping: the peer is gone.
+    Dead,
+}
+
+impl Keepalive {
+    fn new(interval: Duration) -> Keepalive {
+        Keepalive { interval, last_heard: tokio::time::Instant::now(), pinged_at: None }
+    }
+
+    fn heard(&mut self, now: tokio::time::Instant) {
+        self.last_heard = now;
+    }
+
+    fn tick(&mut self, now: tokio::time::Instant) -> Tick {
+        if let Some(at) = self.pinged_at.take() {
+            if self.last_heard < at {
+                return Tick::Dead;
+            }
+        }
+        let due = self.last_heard + self.interval;
+        if now < due {
+            return Tick::Wait(due);
+        }
+        self.pinged_at = Some(now);
+        Tick::Ping(now + self.interval)
+    }
+}
+
 /// Publish tokens per connection (token bucket, refilled from the live limits).
 struct Bucket {
     tokens: f64,
@@ -289,12 +332,8 @@ impl Session {
         });
         let expired = tokio::time::sleep_until(expiry.unwrap_or_else(far_future));
         tokio::pin!(expired);
-        // Keepalive: reads only note the time; the timer is re-armed when it fires, so a busy
-        // connection costs no timer work per frame.
-        let interval = self.broker.server.ping_interval;
-        let mut last_heard = tokio::time::Instant::now();
-        let mut pinged_at: Option<tokio::time::Instant> = None;
-        let keepalive = tokio::time::sleep(interval);
+        let mut alive = Keepalive::new(self.broker.server.ping_interval);
+        let keepalive = tokio::time::sleep(self.broker.server.ping_interval);
         tokio::pin!(keepalive);
         // Frames the client sent together with the upgrade request arrive in hyper's buffer.
         let mut reading = read_buf.is_empty() || self.on_bytes(&mut read_buf).await;
@@ -308,21 +347,13 @@ impl Session {
                     self.outbox.close(close::TOKEN_EXPIRED, "token expired");
                 }
                 _ = &mut keepalive, if !self.outbox.is_closing() => {
-                    let now = tokio::time::Instant::now();
-                    match pinged_at {
-                        Some(at) if last_heard < at => {
-                            self.outbox.close(close::NORMAL, "ping timeout: nothing heard from the client");
-                            continue;
+                    match alive.tick(tokio::time::Instant::now()) {
+                        Tick::Wait(until) => keepalive.as_mut().reset(until),
+                        Tick::Ping(until) => {
+                            self.outbox.send(wsframe::control_frame(wsframe::OP_PING, b""));
+                            keepalive.as_mut().reset(until);
                         }
-                        _ => pinged_at = None,
-                    }
-                    let due = last_heard + interval;
-                    if now < due {
-                        keepalive.as_mut().reset(due);
-                    } else {
-                        pinged_at = Some(now);
-                        self.outbox.send(wsframe::control_frame(wsframe::OP_PING, b""));
-                        keepalive.as_mut().reset(now + interval);
+                        Tick::Dead => self.outbox.close(close::NORMAL, "ping timeout: nothing heard from the client"),
                     }
                 }
                 _ = self.outbox.ready() => {
@@ -343,7 +374,7 @@ impl Session {
                     match stream.try_read_buf(&mut read_buf) {
                         Ok(0) => return,
                         Ok(_) => {
-                            last_heard = tokio::time::Instant::now();
+                            alive.heard(tokio::time::Instant::now());
                             reading = self.on_bytes(&mut read_buf).await;
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -645,6 +676,20 @@ async fn finish_close(stream: &TcpStream) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keepalive_pings_the_silent_and_gives_up_on_the_unanswering() {
+        let second = Duration::from_secs(1);
+        let mut k = Keepalive::new(second);
+        let t0 = k.last_heard;
+        k.heard(t0 + second / 2);
+        assert_eq!(k.tick(t0 + second), Tick::Wait(t0 + second * 3 / 2));
+        assert_eq!(k.tick(t0 + second * 2), Tick::Ping(t0 + second * 3));
+        k.heard(t0 + second * 2 + second / 10); // the pong
+        assert_eq!(k.tick(t0 + second * 3), Tick::Wait(t0 + second * 3 + second / 10));
+        assert_eq!(k.tick(t0 + second * 4), Tick::Ping(t0 + second * 5));
+        assert_eq!(k.tick(t0 + second * 5), Tick::Dead);
+    }
 
     #[test]
     fn query_parameters_are_percent_decoded() {
