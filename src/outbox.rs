@@ -165,7 +165,10 @@ impl Outbox {
             };
             match result {
                 // Everything went out.
-                Ok(true) if state.items.is_empty() => return,
+                Ok(true) if state.items.is_empty() => {
+                    trim(&mut state.items);
+                    return;
+                }
                 // More than one write's worth was queued and the socket took it all so far.
                 Ok(true) => continue,
                 // The socket is full (or failed): the session waits for it.
@@ -196,10 +199,7 @@ impl Outbox {
             encode(out, &mut state.items, self.batch);
         }
         state.session_writing = !out.is_empty();
-        // A burst can leave a large ring behind; idle connections should stay small.
-        if state.items.capacity() > 4096 {
-            state.items.shrink_to(64);
-        }
+        trim(&mut state.items);
         if state.close.is_some() {
             state.socket = None;
         }
@@ -247,6 +247,14 @@ impl Outbox {
             return;
         }
         self.closing.notified().await
+    }
+}
+
+/// A burst can leave a ring of up to `outbound_queue` slots behind; an emptied queue gives it
+/// back so idle connections stay small.
+fn trim(items: &mut VecDeque<Item>) {
+    if items.is_empty() && items.capacity() > 64 {
+        items.shrink_to(8);
     }
 }
 
