@@ -245,3 +245,30 @@ async fn cluster_delivery_resumes_after_client_kill_failover_and_slot_migration(
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// The same cross-node suite on the memory backend: two brokers on one in-process bus, the
+/// shape the fast tests use for multi-node behaviour without Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bus_two_nodes_publish_and_send_across() {
+    use std::sync::Arc;
+    use switchyard_memory::{MemoryBackend, MemoryBus};
+    let bus = MemoryBus::new();
+    let memory = |node: &str| {
+        format!(
+            "[node]\nid = \"{node}\"\n[backends.bus]\nkind = \"memory\"\n[[routes]]\nmatch = \"room.{{room}}\"\nchannel = \"im:room:{{room}}\"\nsubscribe = \"anyone\"\npublish = \"anyone\"\n"
+        )
+    };
+    let a = TestBroker::with_backends(
+        common::config(&memory("a")),
+        vec![Arc::new(MemoryBackend::on_bus(&bus))],
+    )
+    .await;
+    let b = TestBroker::with_backends(
+        common::config(&memory("b")),
+        vec![Arc::new(MemoryBackend::on_bus(&bus))],
+    )
+    .await;
+    cross_node_publish_and_send(&a, &b).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
