@@ -8,22 +8,16 @@ use std::collections::HashMap;
 use common::TestBroker;
 use serde_json::{json, Value};
 
-const FANOUT_CONFIG: &str = r#"
+const FANOUT_CONFIG: &str = common::open_config!(
+    r#"
 [server]
 outbound_queue = 4096
 
 [limits]
 publish_rate = 100000
 publish_burst = 100000
-
-[backends.local]
-kind = "memory"
-
-[[routes]]
-match = "**"
-subscribe = "anyone"
-publish = "anyone"
-"#;
+"#
+);
 
 /// Checks that `messages` holds, for every publisher `0..publishers`, the sequence numbers
 /// `0..per_publisher` in order (other publishers' messages may interleave).
@@ -210,7 +204,7 @@ async fn batch_clients_get_several_objects_per_frame_and_others_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_with_4001_and_others_keep_receiving() {
-    let broker = TestBroker::start(
+    let broker = TestBroker::start(common::open_config!(
         r#"
 [server]
 outbound_queue = 8
@@ -218,16 +212,8 @@ outbound_queue = 8
 [limits]
 publish_rate = 100000
 publish_burst = 100000
-
-[backends.local]
-kind = "memory"
-
-[[routes]]
-match = "**"
-subscribe = "anyone"
-publish = "anyone"
-"#,
-    )
+"#
+    ))
     .await;
     let slow_metric = "switchyard_slow_consumer_disconnects_total";
     let before = common::metric_sum(broker.addr, slow_metric).await;

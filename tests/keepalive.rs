@@ -8,18 +8,12 @@ use std::time::Duration;
 use common::{RawWs, TestBroker};
 use serde_json::json;
 
-const CONFIG: &str = r#"
+const CONFIG: &str = common::open_config!(
+    r#"
 [server]
 ping_interval_ms = 200
-
-[backends.local]
-kind = "memory"
-
-[[routes]]
-match = "**"
-subscribe = "anyone"
-publish = "anyone"
-"#;
+"#
+);
 
 #[tokio::test]
 async fn a_client_that_never_answers_pings_is_closed() {

@@ -10,18 +10,12 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 /// An open config with a fixed node id, so connection ids can be checked exactly.
-const NODE_CONFIG: &str = r#"
+const NODE_CONFIG: &str = common::open_config!(
+    r#"
 [node]
 id = "proto-1"
-
-[backends.local]
-kind = "memory"
-
-[[routes]]
-match = "**"
-subscribe = "anyone"
-publish = "anyone"
-"#;
+"#
+);
 
 // Tests drop their clients before `shutdown`: a client that is not read cannot answer the
 // broker's 1001 close, and the broker would wait out its close grace for it.
@@ -455,21 +449,13 @@ async fn too_large_over_the_route_limit() {
 
 #[tokio::test]
 async fn rate_limited_publishes_over_the_burst() {
-    let broker = TestBroker::start(
+    let broker = TestBroker::start(common::open_config!(
         r#"
 [limits]
 publish_rate = 0.01
 publish_burst = 3
-
-[backends.local]
-kind = "memory"
-
-[[routes]]
-match = "**"
-subscribe = "anyone"
-publish = "anyone"
-"#,
-    )
+"#
+    ))
     .await;
     let mut c = broker.connect("").await;
     let mut other = broker.connect("").await;
@@ -500,20 +486,12 @@ publish = "anyone"
 
 #[tokio::test]
 async fn rate_limited_over_max_subscriptions() {
-    let broker = TestBroker::start(
+    let broker = TestBroker::start(common::open_config!(
         r#"
 [limits]
 max_subscriptions = 2
-
-[backends.local]
-kind = "memory"
-
-[[routes]]
-match = "**"
-subscribe = "anyone"
-publish = "anyone"
-"#,
-    )
+"#
+    ))
     .await;
     let mut c = broker.connect("").await;
     c.subscribe("s.1").await;
@@ -545,16 +523,7 @@ async fn not_found_for_unknown_and_malformed_connection_ids() {
     let gone = broker.connect("").await;
     let gone_id = gone.conn.clone();
     gone.close().await;
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    loop {
-        let a = c.request(json!({"op":"send","to":gone_id,"data":1})).await;
-        if a["op"] == "error" {
-            assert_eq!(a["code"], "not_found", "{a}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "send to a closed conn kept succeeding");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    send_until_not_found(&mut c, &gone_id).await;
     drop(c);
     broker.shutdown().await;
 }
@@ -581,16 +550,7 @@ async fn client_close_is_echoed() {
     let closed = [a.conn.clone(), b.conn.clone(), c.conn.clone()];
     drop((a, b, c));
     for gone in &closed {
-        let deadline = tokio::time::Instant::now() + common::WAIT;
-        loop {
-            let r = d.request(json!({"op":"send","to":gone,"data":1})).await;
-            if r["op"] == "error" {
-                assert_eq!(r["code"], "not_found", "{r}");
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{gone} still reachable after close");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        send_until_not_found(&mut d, gone).await;
     }
     drop(d);
     broker.shutdown().await;
@@ -666,4 +626,19 @@ publish = "anyone"
     assert_eq!(sub.recv().await, json!({"op":"pong","id":"x"}));
     drop((sub, publisher));
     broker.shutdown().await;
+}
+
+/// Sends to connection `to` until the broker answers `not_found` (it goes away asynchronously
+/// after its client closed); any other error fails the test.
+async fn send_until_not_found(client: &mut common::Client, to: &str) {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let r = client.request(json!({"op":"send","to":to,"data":1})).await;
+        if r["op"] == "error" {
+            assert_eq!(r["code"], "not_found", "{r}");
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{to} still reachable after close");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

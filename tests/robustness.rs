@@ -9,22 +9,16 @@ use common::{client_frame, frame_bytes, Client, RawWs, TestBroker};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-const ABUSE_CONFIG: &str = r#"
+const ABUSE_CONFIG: &str = common::open_config!(
+    r#"
 [server]
 max_frame_bytes = 65536
 
 [limits]
 publish_rate = 100000
 publish_burst = 100000
-
-[backends.local]
-kind = "memory"
-
-[[routes]]
-match = "**"
-subscribe = "anyone"
-publish = "anyone"
-"#;
+"#
+);
 
 const OP_TEXT: u8 = 0x1;
 const OP_CONTINUATION: u8 = 0x0;
@@ -301,20 +295,12 @@ async fn abrupt_disconnects_and_broken_requests_leave_the_broker_serving() {
 
 #[tokio::test]
 async fn connections_over_max_connections_are_refused_503() {
-    let broker = TestBroker::start(
+    let broker = TestBroker::start(common::open_config!(
         r#"
 [server]
 max_connections = 2
-
-[backends.local]
-kind = "memory"
-
-[[routes]]
-match = "**"
-subscribe = "anyone"
-publish = "anyone"
-"#,
-    )
+"#
+    ))
     .await;
     let a = broker.connect("").await;
     let b = broker.connect("").await;

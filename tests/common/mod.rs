@@ -23,15 +23,19 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A config that lets anonymous clients do everything, on the memory backend.
-pub const OPEN_CONFIG: &str = r#"
-[backends.local]
-kind = "memory"
+pub const OPEN_CONFIG: &str = open_config!("");
 
-[[routes]]
-match = "**"
-subscribe = "anyone"
-publish = "anyone"
-"#;
+/// [`OPEN_CONFIG`] with more tables (`[server]`, `[limits]`, ...) in front, as a `&'static str`.
+macro_rules! open_config {
+    ($extra:expr) => {
+        concat!(
+            $extra,
+            "\n[backends.local]\nkind = \"memory\"\n\n[[routes]]\nmatch = \"**\"\n",
+            "subscribe = \"anyone\"\npublish = \"anyone\"\n"
+        )
+    };
+}
+pub(crate) use open_config;
 
 pub fn config(toml: &str) -> Config {
     let mut c = Config::parse("test.toml", toml).unwrap_or_else(|e| panic!("test config: {e}"));
