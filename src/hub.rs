@@ -231,7 +231,7 @@ impl Hub {
         backend: usize,
         channel: &str,
         payload: Bytes,
-    ) -> Result<(), BackendError> {
+    ) -> Result<u64, BackendError> {
         let b = self
             .backends
             .get(backend)
@@ -239,7 +239,8 @@ impl Hub {
         b.backend.publish(channel, payload).await
     }
 
-    /// Sends a `direct` frame to connection `conn` on node `node`.
+    /// Sends a `direct` frame to connection `conn` on node `node`; false when it is known not to
+    /// exist.
     pub async fn send_direct(
         &self,
         node: &str,
@@ -256,8 +257,11 @@ impl Hub {
         payload.extend_from_slice(conn.to_string().as_bytes());
         payload.push(b'\n');
         payload.extend_from_slice(&frame);
-        self.backends[*backend].backend.publish(&inbox_channel(node), payload.into()).await?;
-        Ok(true)
+        // Nobody on the inbox channel: that node does not exist (or is gone), so neither does
+        // the connection. Whether the connection exists on a live node is not knowable here.
+        let reached =
+            self.backends[*backend].backend.publish(&inbox_channel(node), payload.into()).await?;
+        Ok(reached > 0)
     }
 
     pub fn register(&self, conn: ConnKey, outbox: Arc<Outbox>) {

@@ -101,6 +101,8 @@ async fn cross_node_publish_and_send(a: &TestBroker, b: &TestBroker) {
     assert_eq!(on_b.recv().await, json!({"op":"direct","from":on_a.conn,"data":"psst"}));
     on_b.ok(json!({"op":"send","to":on_a.conn,"data":"back"})).await;
     assert_eq!(on_a.recv().await, json!({"op":"direct","from":on_b.conn,"data":"back"}));
+    // A node nobody runs has no inbox subscriber: the connection is known not to exist.
+    on_a.error(json!({"op":"send","to":"ghost:1","data":"hello?"}), "not_found").await;
     // Order per publisher survives the trip through Redis.
     for i in 0..200 {
         on_a.send_json(json!({"op":"publish","channel":"room.1","data":i})).await;

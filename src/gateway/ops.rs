@@ -89,7 +89,7 @@ pub async fn publish(
     if let Some(h) = broker.publish_latency.get(backend) {
         h.record(started.elapsed().as_secs_f64());
     }
-    result.map_err(|e| OpError::new(ErrorCode::Unavailable, e.to_string()))
+    result.map(|_| ()).map_err(|e| OpError::new(ErrorCode::Unavailable, e.to_string()))
 }
 
 /// Sends `data` to connection `to` (`<node>:<number>`) on any node.

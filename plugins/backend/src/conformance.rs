@@ -78,6 +78,7 @@ where
     concurrent_publishers_keep_their_order(factory().await).await;
     payloads_are_binary_safe(factory().await).await;
     ready_when_reachable(factory().await).await;
+    publish_counts_the_nodes_it_reached(factory().await).await;
 }
 
 /// A message published on either node reaches the subscribed node.
@@ -227,6 +228,19 @@ pub async fn payloads_are_binary_safe(mut p: Pair) {
     let big = Bytes::from(vec![b'z'; 256 * 1024]);
     p.b.publish(&ch, big.clone()).await.expect("publish big");
     assert_eq!(next(&mut p.a_in, "256 KiB payload").await.payload, big);
+}
+
+/// `publish` reports how many subscribed nodes it reached: none, one, both.
+pub async fn publish_counts_the_nodes_it_reached(mut p: Pair) {
+    let ch = unique("conf.count");
+    assert_eq!(p.a.publish(&ch, Bytes::from_static(b"0")).await.expect("publish"), 0);
+    p.a.subscribe(&ch).await.expect("subscribe a");
+    assert_eq!(p.b.publish(&ch, Bytes::from_static(b"1")).await.expect("publish"), 1);
+    p.b.subscribe(&ch).await.expect("subscribe b");
+    assert_eq!(p.a.publish(&ch, Bytes::from_static(b"2")).await.expect("publish"), 2);
+    assert_eq!(next(&mut p.a_in, "1").await, msg(&ch, "1"));
+    p.a.unsubscribe(&ch).await.expect("unsubscribe a");
+    assert_eq!(p.a.publish(&ch, Bytes::from_static(b"3")).await.expect("publish"), 1);
 }
 
 /// A backend that was just built against a live substrate reports ready.

@@ -11,7 +11,8 @@
 //! - `unsubscribe(c)` resolves once messages published afterwards no longer arrive.
 //! - Messages from one publisher to one channel arrive in publish order.
 //! - `publish` answers [`BackendError::Unavailable`] when it cannot hand the message on; it never
-//!   reports success for a message it dropped.
+//!   reports success for a message it dropped. On success it says how many subscribed nodes the
+//!   message reached.
 //! - The subscription set belongs to the backend: after a reconnect it re-applies it by itself.
 
 use std::sync::Arc;
@@ -79,8 +80,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Short name of the implementation, used in logs and metrics ("memory", "redis", ...).
     fn kind(&self) -> &'static str;
 
-    /// Publishes `payload` to `channel` on every node subscribed to it.
-    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError>;
+    /// Publishes `payload` to `channel` on every node subscribed to it. Returns how many
+    /// subscribed nodes it reached (Redis's receiver count), so a caller can tell "nobody
+    /// listens" (0) from "delivered".
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<u64, BackendError>;
 
     /// Starts delivering `channel`'s messages to [`Backend::take_incoming`]'s stream.
     async fn subscribe(&self, channel: &str) -> Result<(), BackendError>;

@@ -96,19 +96,18 @@ impl Backend for MemoryBackend {
         "memory"
     }
 
-    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError> {
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<u64, BackendError> {
         let senders = self.bus.senders(channel);
-        let Some((last, rest)) = senders.split_last() else {
-            return Ok(());
-        };
         let channel: Arc<str> = Arc::from(channel);
-        for tx in rest {
+        let mut reached = 0;
+        for tx in &senders {
             let m = Message { channel: channel.clone(), payload: payload.clone() };
             // A node whose hub has stopped is gone; the others still get the message.
-            let _ = tx.send(m).await;
+            if tx.send(m).await.is_ok() {
+                reached += 1;
+            }
         }
-        let _ = last.send(Message { channel, payload }).await;
-        Ok(())
+        Ok(reached)
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BackendError> {

@@ -141,7 +141,7 @@ impl Backend for RedisClusterBackend {
         KIND
     }
 
-    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError> {
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<u64, BackendError> {
         let mut cmd = redis::cmd("SPUBLISH");
         cmd.arg(channel).arg(payload.as_ref());
         let routing = self.routing.load();
@@ -154,13 +154,13 @@ impl Backend for RedisClusterBackend {
             return Err(BackendError::Unavailable(format!("no connection to {addr}")));
         };
         match publisher.run(&cmd).await {
-            Ok(_) => Ok(()),
+            Ok(reply) => crate::publisher::receivers(&reply),
             // The slot moved: refresh, and follow the redirect once if we know that master.
             Err(PublishError::Moved(host, port)) => {
                 let _ = self.manager.send(Request::Refresh);
                 let target = format!("{host}:{port}");
                 match self.publisher_for(&self.routing.load(), &target, channel) {
-                    Some(p) => p.run(&cmd).await.map(|_| ()).map_err(Into::into),
+                    Some(p) => crate::publisher::receivers(&p.run(&cmd).await?),
                     None => Err(PublishError::Moved(host, port).into()),
                 }
             }

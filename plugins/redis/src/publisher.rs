@@ -226,3 +226,12 @@ async fn reconnect_loop(
         }
     }
 }
+
+/// The receiver count of a PUBLISH/SPUBLISH reply: how many subscriber connections (one per
+/// subscribed broker node) got the message.
+pub(crate) fn receivers(reply: &Value) -> Result<u64, BackendError> {
+    match reply {
+        Value::Int(n) => Ok(u64::try_from(*n).unwrap_or(0)),
+        other => Err(BackendError::Invalid(format!("unexpected reply to a publish: {other:?}"))),
+    }
+}

@@ -98,12 +98,12 @@ impl Backend for RedisBackend {
         KIND
     }
 
-    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackendError> {
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<u64, BackendError> {
         let publisher = &self.publishers[self.shard(channel, self.publishers.len())];
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(payload.as_ref());
         match publisher.run(&cmd).await {
-            Ok(_) => Ok(()),
+            Ok(reply) => crate::publisher::receivers(&reply),
             Err(e) => Err(e.into()),
         }
     }
