@@ -231,7 +231,7 @@ publish_burst = 100000
         let m = fast.recv().await;
         assert_eq!(m["data"]["seq"], json!(sent), "fast subscriber lost or reordered a message");
         sent += 1;
-        if sent % 4 == 0 && common::metric_sum(broker.addr, slow_metric).await > before {
+        if sent.is_multiple_of(4) && common::metric_sum(broker.addr, slow_metric).await > before {
             break sent;
         }
     };
