@@ -334,6 +334,46 @@ mod tests {
         }
     }
 
+    /// Mutations of valid frames (bytes flipped, cut, duplicated) decode or fail with
+    /// `bad_request`; they never panic.
+    #[test]
+    fn mutated_frames_never_panic() {
+        let valid = [
+            r#"{"op":"publish","channel":"room.42","data":{"text":"hi","n":[1,2.5,null]},"id":3}"#,
+            r#"{"op":"send","to":"n1:7","data":"\u00e9\n","id":"x"}"#,
+            r#"{"channel":"a","payload":[{"deep":{"er":[true,false]}}]}"#,
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..30_000 {
+            let mut bytes = valid[round % valid.len()].as_bytes().to_vec();
+            for _ in 0..1 + next() % 4 {
+                let i = (next() as usize) % bytes.len().max(1);
+                match next() % 3 {
+                    0 => bytes[i] = next() as u8,
+                    1 => bytes.truncate(i),
+                    _ => {
+                        let b = bytes.get(i).copied().unwrap_or(b'{');
+                        bytes.insert(i, b);
+                    }
+                }
+                if bytes.is_empty() {
+                    bytes.push(b'{');
+                }
+            }
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                if let Err(e) = decode(text) {
+                    assert_eq!(e.code, ErrorCode::BadRequest, "{text}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn escaped_strings_decode() {
         let f = decode(r#"{"op":"subscribe","channel":"a\u002eb"}"#).expect("frame");

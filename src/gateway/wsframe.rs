@@ -357,6 +357,44 @@ mod tests {
         assert_eq!(FrameReader::new(10).next(&mut close), Ok(Some(Received::Close(Some(1000)))));
     }
 
+    /// Arbitrary bytes, whole or split anywhere, never panic the reader or make it buffer
+    /// past its limit: every outcome is a frame, "need more", or an error with a close code.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..20_000 {
+            let len = (next() % 300) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Half the rounds start from a plausible masked header so parsing gets deep.
+            if round % 2 == 0 && len > 6 {
+                bytes[0] = 0x80 | (next() % 11) as u8;
+                bytes[1] = 0x80 | (next() % 128) as u8;
+            }
+            let mut reader = FrameReader::new(256);
+            let mut buf = BytesMut::new();
+            for chunk in bytes.chunks(1 + (next() % 17) as usize) {
+                buf.extend_from_slice(chunk);
+                loop {
+                    match reader.next(&mut buf) {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => break,
+                        Err(e) => {
+                            assert!(matches!(e.close_code(), 1002 | 1007 | 1009));
+                            break;
+                        }
+                    }
+                }
+                assert!(buf.capacity() < 64 * 1024, "reader buffered far past its limit");
+            }
+        }
+    }
+
     #[test]
     fn server_frames_round_trip() {
         for n in [0, 5, 125, 126, 70_000] {
