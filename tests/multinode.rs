@@ -210,8 +210,14 @@ async fn standalone_delivery_resumes_after_client_kill_and_restart() {
     })
     .await;
     publisher.error(json!({"op":"publish","channel":"room.1","data":"lost"}), "unavailable").await;
+    // A subscribe during the outage is refused, not silently accepted, and not left behind.
+    publisher.error(json!({"op":"subscribe","channel":"room.2"}), "unavailable").await;
     tokio::task::block_in_place(|| redis.restart());
     delivery_resumes(&mut publisher, &mut sub, "room.1").await;
+    publisher.subscribe("room.2").await;
+    // Node a has not published since the restart: its first publish may find the old
+    // connection dead and answer `unavailable` (never a false ok); delivery then resumes.
+    delivery_resumes(&mut sub, &mut publisher, "room.2").await;
     // `send` travels through the inbox, which was re-subscribed too.
     publisher.ok(json!({"op":"send","to":sub.conn,"data":"inbox back"})).await;
     assert_eq!(sub.recv().await["data"], "inbox back");

@@ -178,6 +178,13 @@ impl Backend for RedisClusterBackend {
         if self.manager.send(Request::Subscribe(Arc::from(channel), tx)).is_err() {
             return Err(BackendError::Unavailable("redis-cluster backend is shut down".into()));
         }
+        // No topology yet means no master is reachable: say so at once; the manager keeps the
+        // channel and subscribes it when the cluster is back.
+        if self.routing.load().map.is_none() {
+            return Err(BackendError::Unavailable(
+                "redis cluster not reachable yet; the subscription is applied when it is".into(),
+            ));
+        }
         await_confirmation(rx, self.options.connection.command_timeout, "subscribe").await
     }
 

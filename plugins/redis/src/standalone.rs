@@ -21,6 +21,8 @@ use crate::subscriber::{await_confirmation, Command, Mode, SubscriberHandle};
 /// The `redis` backend. See [`RedisBackend::connect`].
 pub struct RedisBackend {
     options: RedisOptions,
+    /// `host:port` for messages: the URL may carry a password, and errors reach clients.
+    addr: String,
     publishers: Vec<Arc<Publisher>>,
     subscribers: Vec<SubscriberHandle>,
     incoming: Mutex<Option<Incoming>>,
@@ -47,6 +49,7 @@ impl RedisBackend {
             ));
         }
         let endpoint = Endpoint::parse(&options.url)?;
+        let addr = endpoint.addr();
         let metrics = Metrics::new(KIND);
         let stop = CancellationToken::new();
         let (tx, incoming) = Incoming::channel(options.connection.incoming_capacity);
@@ -69,6 +72,7 @@ impl RedisBackend {
             .collect();
         Ok(RedisBackend {
             options,
+            addr,
             publishers,
             subscribers,
             incoming: Mutex::new(Some(incoming)),
@@ -114,6 +118,14 @@ impl Backend for RedisBackend {
         if !subscriber.send(Command::Subscribe { channel: Arc::from(channel), waiters: vec![tx] }) {
             return Err(BackendError::Unavailable("redis backend is shut down".into()));
         }
+        // While the connection is down, say so at once instead of after the command timeout;
+        // the channel stays in the set and is subscribed when the connection is back.
+        if !subscriber.is_connected() {
+            return Err(BackendError::Unavailable(format!(
+                "redis {} is not connected; the subscription is applied when it is back",
+                self.addr
+            )));
+        }
         await_confirmation(rx, self.options.connection.command_timeout, "subscribe").await
     }
 
@@ -138,7 +150,7 @@ impl Backend for RedisBackend {
         } else {
             Err(BackendError::Unavailable(format!(
                 "redis {}: {subscribers}/{} subscriber and {publishers}/{} publisher connections up",
-                self.options.url,
+                self.addr,
                 self.subscribers.len(),
                 self.publishers.len()
             )))
