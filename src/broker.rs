@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{ApiKeys, AuthSetupError, Authenticator};
-use crate::config::{BackendConfig, Config, LimitsConfig, ServerConfig};
+use crate::config::{Config, LimitsConfig, ServerConfig};
 use crate::hub::{Hub, HubBackend};
 use crate::metrics::Metrics;
 use crate::routing::Rules;
@@ -52,7 +52,8 @@ pub struct Broker {
     /// Bumped on every successful reload; sessions re-check their subscriptions.
     pub rules_version: watch::Sender<u64>,
     next_conn: AtomicU64,
-    backend_configs: Vec<BackendConfig>,
+    /// What the broker started with, for telling which parts of a reloaded file need a restart.
+    started: Config,
 }
 
 /// Why the broker could not start.
@@ -137,7 +138,7 @@ impl Broker {
             tracker,
             rules_version: watch::Sender::new(0),
             next_conn: AtomicU64::new(1),
-            backend_configs: config.backends.clone(),
+            started: config.clone(),
         });
         tracing::info!(node = %broker.node, %addr, "switchyard listening");
         let server = tokio::spawn(crate::gateway::serve(broker.clone(), listener));
@@ -151,10 +152,23 @@ impl Broker {
 
     /// Swaps in the rules and limits of `config`; refused when it changes the backends.
     pub fn reload(&self, config: &Config) -> Result<(), ReloadError> {
-        if config.backends != self.backend_configs {
+        if config.backends != self.started.backends {
             let names: Vec<String> =
                 config.backends.iter().map(|b| format!("{}={}", b.name, b.kind.name())).collect();
             return Err(ReloadError::BackendsChanged(format!("now: {}", names.join(", "))));
+        }
+        // Everything else outside routes and limits is read once at start: apply the rules, and
+        // say plainly which edits are still waiting for a restart.
+        let waiting: Vec<&str> = [
+            ("[node]", config.node_id != self.started.node_id),
+            ("[server]", config.server != self.started.server),
+            ("[auth]", config.auth != self.started.auth),
+        ]
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect();
+        if !waiting.is_empty() {
+            tracing::warn!(sections = %waiting.join(" "), "these config changes take a restart; routes and limits were reloaded");
         }
         self.live.store(Arc::new(Live::new(config.rules.clone(), config.limits.clone())));
         self.rules_version.send_modify(|v| *v += 1);

@@ -36,7 +36,7 @@ pub struct Config {
     pub rules: Arc<Rules>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_connections: usize,
