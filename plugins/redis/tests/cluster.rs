@@ -7,10 +7,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchyard_backend::conformance::{self, next, unique, Pair};
-use switchyard_backend::{Backend, Incoming};
+use switchyard_backend::Backend;
 use switchyard_redis::slot::key_slot;
 use switchyard_redis::testing::{wait_until, RedisCluster};
 use switchyard_redis::{wait_ready, RedisClusterBackend, RedisClusterOptions};
+
+mod common;
+
+/// How long delivery may take to resume after a fault.
+const RESUME_WITHIN: Duration = Duration::from_secs(30);
 
 fn options(cluster: &RedisCluster) -> RedisClusterOptions {
     let mut o = RedisClusterOptions { nodes: cluster.urls(), ..RedisClusterOptions::default() };
@@ -26,39 +31,6 @@ async fn backend(cluster: &RedisCluster) -> Arc<RedisClusterBackend> {
     let b = RedisClusterBackend::connect(options(cluster)).expect("connect");
     wait_ready(&b, Duration::from_secs(15)).await.expect("ready");
     Arc::new(b)
-}
-
-/// Publishes until a message arrives with the expected prefix: after a fault the first
-/// publishes may be refused or land before the re-subscription.
-async fn publish_until_delivered(
-    publisher: &dyn Backend,
-    incoming: &mut Incoming,
-    channel: &str,
-    what: &str,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let payload = format!("{what} #{attempt}");
-        let _ = publisher.publish(channel, Bytes::from(payload)).await;
-        match tokio::time::timeout(Duration::from_millis(300), incoming.recv()).await {
-            Ok(Some(m)) => {
-                assert_eq!(&*m.channel, channel);
-                assert!(m.payload.starts_with(what.as_bytes()), "unexpected {:?}", m.payload);
-                while let Ok(Some(_)) =
-                    tokio::time::timeout(Duration::from_millis(100), incoming.recv()).await
-                {
-                }
-                return;
-            }
-            Ok(None) => panic!("incoming ended"),
-            Err(_) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "delivery on {channel} did not resume ({what})"
-            ),
-        }
-    }
 }
 
 /// Channel names spread over all masters.
@@ -100,7 +72,8 @@ async fn one_shard_subscription_per_channel_per_instance_and_client_kill() {
     assert_eq!(killed, 6, "one sharded subscriber connection per master per instance");
     wait_ready(&*a, Duration::from_secs(15)).await.expect("ready again");
     for ch in &chans {
-        publish_until_delivered(&*b, &mut a_in, ch, "after CLIENT KILL").await;
+        common::publish_until_delivered(&*b, &mut a_in, ch, "after CLIENT KILL", RESUME_WITHIN)
+            .await;
     }
     for ch in &chans {
         wait_until(&format!("two subscriptions of {ch}"), || cluster.shardnumsub(ch) == 2);
@@ -121,7 +94,7 @@ async fn delivery_resumes_after_failover() {
         chans.iter().filter(|c| cluster.master_index_of(c) == victim).collect();
     cluster.fail_over(victim);
     for ch in &chans {
-        publish_until_delivered(&*b, &mut a_in, ch, "after failover").await;
+        common::publish_until_delivered(&*b, &mut a_in, ch, "after failover", RESUME_WITHIN).await;
     }
     for ch in on_victim {
         assert_eq!(cluster.shardnumsub(ch), 1, "{ch} re-subscribed once on the new master");
@@ -145,7 +118,7 @@ async fn delivery_resumes_after_slot_migration() {
     let to = (from + 1) % 3;
     cluster.migrate_slot(key_slot(ch.as_bytes()), to);
     assert_eq!(cluster.master_index_of(&ch), to);
-    publish_until_delivered(&*b, &mut a_in, &ch, "after migration").await;
+    common::publish_until_delivered(&*b, &mut a_in, &ch, "after migration", RESUME_WITHIN).await;
     wait_until("one subscription on the new owner", || {
         cluster.masters[to].shardnumsub(&ch) == 1 && cluster.masters[from].shardnumsub(&ch) == 0
     });

@@ -6,9 +6,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use switchyard_backend::conformance::{self, next, unique, Pair};
-use switchyard_backend::{Backend, BackendError, Incoming};
+use switchyard_backend::{Backend, BackendError};
 use switchyard_redis::testing::RedisServer;
 use switchyard_redis::{wait_ready, RedisBackend, RedisOptions};
+
+mod common;
+
+/// How long delivery may take to resume after a fault.
+const RESUME_WITHIN: Duration = Duration::from_secs(20);
 
 fn options(url: String) -> RedisOptions {
     let mut o = RedisOptions { url, ..RedisOptions::default() };
@@ -23,44 +28,6 @@ async fn backend(server: &RedisServer) -> Arc<RedisBackend> {
     let b = RedisBackend::connect(options(server.url())).expect("connect");
     wait_ready(&b, Duration::from_secs(10)).await.expect("ready");
     Arc::new(b)
-}
-
-/// Publishes `payload` until one arrives on `incoming` with that payload: after a fault the
-/// first publishes may be refused or land before the re-subscription.
-async fn publish_until_delivered(
-    publisher: &dyn Backend,
-    incoming: &mut Incoming,
-    channel: &str,
-    what: &str,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let payload = format!("{what} #{attempt}");
-        let _ = publisher.publish(channel, Bytes::from(payload.clone())).await;
-        match tokio::time::timeout(Duration::from_millis(300), incoming.recv()).await {
-            Ok(Some(m)) => {
-                assert_eq!(&*m.channel, channel);
-                assert!(
-                    m.payload.starts_with(what.as_bytes()),
-                    "unexpected payload {:?}",
-                    m.payload
-                );
-                // Drain copies of earlier attempts that raced with this one.
-                while let Ok(Some(_)) =
-                    tokio::time::timeout(Duration::from_millis(100), incoming.recv()).await
-                {
-                }
-                return;
-            }
-            Ok(None) => panic!("incoming ended"),
-            Err(_) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "delivery on {channel} did not resume ({what})"
-            ),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +75,8 @@ async fn delivery_resumes_after_client_kill() {
     assert!((1..=4).contains(&killed), "expected the subscriber connections of a, killed {killed}");
     wait_ready(&*a, Duration::from_secs(10)).await.expect("ready again");
     for ch in &channels {
-        publish_until_delivered(&*b, &mut a_in, ch, "after CLIENT KILL").await;
+        common::publish_until_delivered(&*b, &mut a_in, ch, "after CLIENT KILL", RESUME_WITHIN)
+            .await;
     }
     for ch in &channels {
         assert_eq!(server.numsub(ch), 1, "exactly one re-subscription of {ch}");
@@ -142,7 +110,7 @@ async fn delivery_resumes_after_redis_restart() {
     server.restart();
     wait_ready(&*a, Duration::from_secs(10)).await.expect("ready after restart");
     wait_ready(&*b, Duration::from_secs(10)).await.expect("b ready after restart");
-    publish_until_delivered(&*b, &mut a_in, &ch, "after restart").await;
+    common::publish_until_delivered(&*b, &mut a_in, &ch, "after restart", RESUME_WITHIN).await;
     b.publish(&ch, Bytes::from_static(b"steady")).await.expect("publish after restart");
     assert_eq!(next(&mut a_in, "steady").await.payload, Bytes::from_static(b"steady"));
 }
