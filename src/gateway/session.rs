@@ -62,9 +62,10 @@ pub fn upgrade(broker: Arc<Broker>, mut req: Request<Incoming>) -> Response<Body
     let mut token = None;
     let mut batch = false;
     let mut channels = Vec::new();
-    for (k, v) in form_urlencoded_pairs(req.uri().query().unwrap_or("")) {
-        match k.as_str() {
-            "token" => token = Some(v),
+    let query = req.uri().query().unwrap_or("");
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "token" => token = Some(v.into_owned()),
             "batch" => batch = v == "1" || v == "true",
             "channel" => {
                 channels.extend(v.split(',').filter(|c| !c.is_empty()).map(str::to_string))
@@ -122,52 +123,6 @@ pub fn upgrade(broker: Arc<Broker>, mut req: Request<Incoming>) -> Response<Body
 fn unauthorized(broker: &Broker, e: &TokenError) -> Response<Body> {
     broker.metrics.refused_auth.increment(1);
     error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &e.to_string())
-}
-
-/// `a=1&b=x%2Cy` → pairs, percent-decoded.
-fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn run(broker: Arc<Broker>, on_upgrade: OnUpgrade, params: Params) {
@@ -689,15 +644,5 @@ mod tests {
         assert_eq!(k.tick(t0 + second * 3), Tick::Wait(t0 + second * 3 + second / 10));
         assert_eq!(k.tick(t0 + second * 4), Tick::Ping(t0 + second * 5));
         assert_eq!(k.tick(t0 + second * 5), Tick::Dead);
-    }
-
-    #[test]
-    fn query_parameters_are_percent_decoded() {
-        let pairs = form_urlencoded_pairs("channel=a%2Cb,c&batch=1&token=x%3Dy&bad=%zz");
-        assert_eq!(pairs[0], ("channel".into(), "a,b,c".into()));
-        assert_eq!(pairs[1], ("batch".into(), "1".into()));
-        assert_eq!(pairs[2], ("token".into(), "x=y".into()));
-        assert_eq!(pairs[3], ("bad".into(), "%zz".into()));
-        assert_eq!(percent_decode("%4"), "%4");
     }
 }
