@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{ApiKeys, AuthSetupError, Authenticator};
-use crate::config::{Config, LimitsConfig, ServerConfig};
+use crate::config::{AuthConfig, BackendConfig, Config, LimitsConfig, ServerConfig};
 use crate::hub::{Hub, HubBackend};
 use crate::metrics::Metrics;
 use crate::routing::Rules;
@@ -37,6 +37,13 @@ impl Live {
     }
 }
 
+/// Config sections a reload cannot apply.
+struct StartedWith {
+    node_id: Option<String>,
+    auth: AuthConfig,
+    backends: Vec<BackendConfig>,
+}
+
 /// State shared by every connection and request.
 pub struct Broker {
     pub node: Arc<str>,
@@ -52,8 +59,9 @@ pub struct Broker {
     /// Bumped on every successful reload; sessions re-check their subscriptions.
     pub rules_version: watch::Sender<u64>,
     next_conn: AtomicU64,
-    /// What the broker started with, for telling which parts of a reloaded file need a restart.
-    started: Config,
+    /// The restart-only parts the broker started with, so a reload can tell which edits wait
+    /// for a restart (`server` is above).
+    started: StartedWith,
 }
 
 /// Why the broker could not start.
@@ -138,7 +146,11 @@ impl Broker {
             tracker,
             rules_version: watch::Sender::new(0),
             next_conn: AtomicU64::new(1),
-            started: config.clone(),
+            started: StartedWith {
+                node_id: config.node_id.clone(),
+                auth: config.auth.clone(),
+                backends: config.backends.clone(),
+            },
         });
         tracing::info!(node = %broker.node, %addr, "switchyard listening");
         let server = tokio::spawn(crate::gateway::serve(broker.clone(), listener));
@@ -161,7 +173,7 @@ impl Broker {
         // say plainly which edits are still waiting for a restart.
         let waiting: Vec<&str> = [
             ("[node]", config.node_id != self.started.node_id),
-            ("[server]", config.server != self.started.server),
+            ("[server]", config.server != self.server),
             ("[auth]", config.auth != self.started.auth),
         ]
         .into_iter()

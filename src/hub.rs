@@ -104,14 +104,6 @@ impl Hub {
         }
     }
 
-    pub fn node(&self) -> &Arc<str> {
-        &self.node
-    }
-
-    pub fn backends(&self) -> &[HubBackend] {
-        &self.backends
-    }
-
     /// Subscribes to this node's inbox and starts one dispatch task per backend. The tasks run
     /// until [`Hub::shutdown`], after the sessions (tracked elsewhere) have drained.
     pub async fn start(self: &Arc<Self>) -> Result<(), BackendError> {
@@ -272,11 +264,6 @@ impl Hub {
         self.connections.write().unwrap_or_else(|e| e.into_inner()).remove(&conn);
     }
 
-    /// Every local connection's outbox (for shutdown and reload).
-    pub fn outboxes(&self) -> Vec<Arc<Outbox>> {
-        self.connections.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
-    }
-
     pub fn connection_count(&self) -> usize {
         self.connections.read().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -369,15 +356,6 @@ impl Hub {
                 }
             }
         }
-    }
-
-    /// Number of local subscribers of a topic (for tests and introspection).
-    pub fn subscriber_count(&self, key: &TopicKey) -> usize {
-        self.topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .map_or(0, |t| t.subscribers().len())
     }
 
     /// Whether every backend is reachable (drives `/readyz`).
