@@ -103,12 +103,8 @@ pub async fn send(
     let not_found = || OpError::new(ErrorCode::NotFound, format!("no connection {to:?}"));
     let (node, number) = to.rsplit_once(':').ok_or_else(not_found)?;
     let number: u64 = number.parse().map_err(|_| not_found())?;
-    if data.get().len() > broker.server.max_frame_bytes {
-        return Err(OpError::new(
-            ErrorCode::TooLarge,
-            "data is larger than server.max_frame_bytes",
-        ));
-    }
+    // No size check here: `data` is part of a WebSocket frame or an API body, and both are
+    // already bounded by server.max_frame_bytes.
     let frame = encode::direct(from, data.get(), user);
     match broker.hub.send_direct(node, number, frame).await {
         Ok(true) => Ok(()),
