@@ -47,6 +47,8 @@ pub enum TokenError {
     NotAccepted,
     #[error("token expired")]
     Expired,
+    #[error("token not valid yet: its `nbf` (not before) is in the future")]
+    NotYetValid,
     #[error("token is invalid: {0}")]
     Invalid(String),
 }
@@ -97,10 +99,12 @@ impl Authenticator {
     fn new(key: DecodingKey, algorithm: Algorithm, cfg: &AuthConfig) -> Authenticator {
         let mut validation = Validation::new(algorithm);
         // Tokens without `exp` are accepted (long-lived service tokens); with it, it is enforced
-        // to the second, both at connect and mid-connection.
+        // to the second, both at connect and mid-connection. `nbf` gets the same (zero) leeway:
+        // a token minted for later must not open a connection now.
         validation.required_spec_claims = ["sub".to_string()].into_iter().collect();
         validation.leeway = 0;
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         if let Some(iss) = &cfg.jwt_issuer {
             validation.set_issuer(&[iss]);
         }
@@ -116,6 +120,7 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 _ => TokenError::Invalid(e.to_string()),
             },
         )?;
@@ -214,6 +219,18 @@ mod tests {
             Err(TokenError::Invalid(_))
         ));
         assert!(matches!(auth.verify("garbage"), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn not_before_is_enforced() {
+        let auth = Authenticator::hs256(b"s3cret", &AuthConfig::default());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        assert!(matches!(
+            auth.verify(&token("s3cret", serde_json::json!({"sub":"a","nbf": now + 30}))),
+            Err(TokenError::NotYetValid)
+        ));
+        let ok = auth.verify(&token("s3cret", serde_json::json!({"sub":"a","nbf": now - 1})));
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

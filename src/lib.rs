@@ -24,7 +24,7 @@
 //! - [`config`]: the TOML file, validated, with located errors; [`reload`] watches it.
 //! - [`channel`]: the validated channel-name newtype.
 //! - [`routing`]: compiled rules (a segment trie) that resolve a channel to a route; pure.
-//! - [`protocol`]: client frames in, server frames out.
+//! - [`protocol`]: client frames in, server frames out; [`ijson`] checks the `data` they carry.
 //! - [`auth`]: JWT identities and API keys.
 //! - [`hub`]: who on this node listens to what; fan-out; the node inbox for `send`.
 //! - [`outbox`]: the per-connection bounded queue and slow-consumer rule.
@@ -42,6 +42,7 @@ pub mod channel;
 pub mod config;
 pub mod gateway;
 pub mod hub;
+pub mod ijson;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;

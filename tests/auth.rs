@@ -126,6 +126,35 @@ async fn forged_expired_and_garbage_tokens_get_401_before_the_upgrade() {
 }
 
 #[tokio::test]
+async fn token_not_valid_yet_gets_401_and_says_so() {
+    let broker = TestBroker::start(&hs256_config()).await;
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let later = encode(&Header::default(), &json!({"sub":"alice","nbf": now() + 60}), &key)
+        .expect("encode");
+    let (status, body) = common::http(
+        broker.addr,
+        "GET",
+        &format!("/ws?token={later}"),
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+    let body: Value = serde_json::from_str(&body).expect("JSON body");
+    assert!(body["message"].as_str().unwrap_or("").contains("nbf"), "{body}");
+    let valid_now =
+        encode(&Header::default(), &json!({"sub":"alice","nbf": now() - 1}), &key).expect("encode");
+    let mut c = common::Client::connect(&broker.url(&format!("/ws?token={valid_now}"))).await;
+    c.subscribe("room.1").await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
 async fn token_expiring_mid_connection_closes_with_4003() {
     let broker = TestBroker::start(&hs256_config()).await;
     let mut c = broker.connect(&format!("token={}", token("alice", Some(now() + 2)))).await;

@@ -55,6 +55,8 @@ pub struct LimitsConfig {
     /// Token-bucket size for publishes.
     pub publish_burst: f64,
     pub max_subscriptions: usize,
+    /// Deepest nesting of arrays and objects in published or sent `data`.
+    pub max_data_depth: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -177,6 +179,19 @@ impl Builder<'_> {
         }
     }
 
+    fn data_depth(&self, v: &Option<Spanned<u64>>) -> Result<usize, ConfigError> {
+        let key = "limits.max_data_depth";
+        let depth = self.positive(v, key, 64)?;
+        match v {
+            Some(s) if depth > crate::ijson::MAX_DEPTH_LIMIT => self.err(
+                s.span(),
+                key,
+                format!("must be at most {}", crate::ijson::MAX_DEPTH_LIMIT),
+            ),
+            _ => Ok(depth),
+        }
+    }
+
     fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let node_id = match raw.node.id {
             None => None,
@@ -242,6 +257,7 @@ impl Builder<'_> {
                 "limits.max_subscriptions",
                 1000,
             )?,
+            max_data_depth: self.data_depth(&raw.limits.max_data_depth)?,
         };
         let a = raw.auth;
         let jwt_sources =

@@ -46,6 +46,7 @@ pub struct RawLimits {
     pub publish_rate: Option<Spanned<f64>>,
     pub publish_burst: Option<Spanned<f64>>,
     pub max_subscriptions: Option<Spanned<u64>>,
+    pub max_data_depth: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Live};
 use crate::channel::ChannelName;
 use crate::protocol::{encode, ErrorCode};
 
@@ -50,6 +50,12 @@ pub fn forbidden(action: &str, channel: &ChannelName, user: Option<&str>) -> OpE
     OpError::new(ErrorCode::Forbidden, format!("{action} on {channel} is not allowed for {who}"))
 }
 
+/// Refuses `data` that is not I-JSON, which subscribers' parsers might choke on.
+fn valid_data(data: &RawValue, live: &Live) -> Result<(), OpError> {
+    crate::ijson::check(data.get(), live.limits.max_data_depth)
+        .map_err(|m| OpError::new(ErrorCode::BadRequest, m))
+}
+
 /// Publishes `data` on `channel`; resolves once the backend has taken the message.
 pub async fn publish(
     broker: &Broker,
@@ -78,6 +84,7 @@ pub async fn publish(
             ),
         ));
     }
+    valid_data(data, &live)?;
     let backend = resolved.route.backend;
     let backend_channel = resolved.backend_channel(&name);
     if let Some(c) = live.published.get(resolved.route.index) {
@@ -100,6 +107,7 @@ pub async fn send(
     to: &str,
     data: &RawValue,
 ) -> Result<(), OpError> {
+    valid_data(data, &broker.live.load())?;
     let not_found = || OpError::new(ErrorCode::NotFound, format!("no connection {to:?}"));
     let (node, number) = to.rsplit_once(':').ok_or_else(not_found)?;
     let number: u64 = number.parse().map_err(|_| not_found())?;
