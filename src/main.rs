@@ -8,6 +8,11 @@ use switchyard::broker::Broker;
 use switchyard::channel::ChannelName;
 use switchyard::config::{Config, DEFAULT_CONFIG};
 
+/// jemalloc, configured at build time (.cargo/config.toml) to give freed memory back.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
