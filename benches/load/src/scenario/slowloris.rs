@@ -53,7 +53,9 @@ pub async fn slowloris(ctx: &Ctx, args: &SlowlorisArgs) -> Result<Report> {
     let setup_s = t0.elapsed().as_secs_f64();
     let before = ctx.sample();
     let held_at_start = slow.held.load(Ordering::Relaxed);
+    let clients_t0 = Instant::now();
     let (hist, failed, first_error) = legitimate_clients(ctx, args).await?;
+    let clients_s = clients_t0.elapsed().as_secs_f64();
     let held_at_end = slow.held.load(Ordering::Relaxed);
     let after = ctx.sample();
     let _ = stop_tx.send(true);
@@ -77,6 +79,9 @@ pub async fn slowloris(ctx: &Ctx, args: &SlowlorisArgs) -> Result<Report> {
     report.connections.requested = args.clients as u64;
     report.connections.opened = hist.len();
     report.connections.failed = failed;
+    report.connections.seconds = clients_s;
+    report.connections.per_s = hist.len() as f64 / clients_s.max(1e-9);
+    report.connections.source_addrs = ctx.connector.sources.len() as u64;
     if let (Some(b), Some(a)) = (before, after) {
         report.broker = Some(Broker::from_samples(ctx.common.pid.clone(), b, a, 0, None));
     }
