@@ -10,7 +10,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use metrics::{Counter, Histogram};
 use switchyard_backend::{Backend, BackendError};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -59,6 +58,9 @@ pub struct Broker {
     /// Bumped on every successful reload; sessions re-check their subscriptions.
     pub rules_version: watch::Sender<u64>,
     next_conn: AtomicU64,
+    /// Accepted sockets not (yet) WebSocket sessions; with the hub's sessions they stay
+    /// within `server.max_connections`.
+    pub open_sockets: crate::gateway::accept::OpenSockets,
     /// The restart-only parts the broker started with, so a reload can tell which edits wait
     /// for a restart (`server` is above).
     started: StartedWith,
@@ -127,9 +129,9 @@ impl Broker {
         let hub = Arc::new(Hub::new(node.clone(), hub_backends, inbox, metrics.clone()));
         let tracker = TaskTracker::new();
         hub.start().await.map_err(|source| StartError::Backend { name: "inbox".into(), source })?;
-        let listener = TcpListener::bind(config.server.listen)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
+        let listener =
+            crate::gateway::accept::bind(config.server.listen, config.server.listen_backlog)
+                .map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
@@ -146,6 +148,7 @@ impl Broker {
             tracker,
             rules_version: watch::Sender::new(0),
             next_conn: AtomicU64::new(1),
+            open_sockets: Default::default(),
             started: StartedWith {
                 node_id: config.node_id.clone(),
                 auth: config.auth.clone(),

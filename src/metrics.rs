@@ -24,6 +24,9 @@ pub const SLOW_CONSUMER_DISCONNECTS: &str = "switchyard_slow_consumer_disconnect
 pub const CLIENT_ERRORS: &str = "switchyard_client_errors_total";
 pub const BACKEND_PUBLISH_SECONDS: &str = "switchyard_backend_publish_seconds";
 pub const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
+pub const HTTP_CONNECTIONS: &str = "switchyard_http_connections";
+pub const ACCEPT_ERRORS: &str = "switchyard_accept_errors_total";
+pub const HTTP_ABORTED: &str = "switchyard_http_aborted_total";
 
 /// Installs the Prometheus recorder once per process and returns its handle for `/metrics`.
 pub fn prometheus() -> Option<PrometheusHandle> {
@@ -70,7 +73,10 @@ fn spawn_upkeep(handle: PrometheusHandle) {
 fn describe() {
     describe_gauge!(CONNECTIONS, "WebSocket connections open now");
     describe_counter!(CONNECTIONS_TOTAL, "WebSocket connections accepted");
-    describe_counter!(CONNECTIONS_REFUSED, "WebSocket upgrades refused, by reason");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "WebSocket upgrades (capacity, auth) and sockets (socket_limit) refused, by reason"
+    );
     describe_gauge!(SUBSCRIPTIONS, "Client subscriptions held now");
     describe_gauge!(BACKEND_SUBSCRIPTIONS, "Backend channels this node is subscribed to");
     describe_counter!(
@@ -91,6 +97,15 @@ fn describe() {
         "Time a backend publish took, by backend"
     );
     describe_counter!(CONFIG_RELOADS, "Config reloads, by result");
+    describe_gauge!(
+        HTTP_CONNECTIONS,
+        "Accepted sockets that are not WebSocket sessions (yet); they count against max_connections"
+    );
+    describe_counter!(ACCEPT_ERRORS, "Failed accepts, by error kind (emfile, enfile, ...)");
+    describe_counter!(
+        HTTP_ABORTED,
+        "HTTP connections closed before a full request, by reason (header_timeout, header_too_large, body_timeout)"
+    );
 }
 
 /// Handles used on hot paths.
@@ -108,6 +123,11 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     pub reload_ok: Counter,
     pub reload_failed: Counter,
+    pub http_connections: Gauge,
+    pub refused_socket_limit: Counter,
+    pub header_timeouts: Counter,
+    pub headers_too_large: Counter,
+    pub body_timeouts: Counter,
 }
 
 impl Metrics {
@@ -125,11 +145,20 @@ impl Metrics {
             slow_consumers: counter!(SLOW_CONSUMER_DISCONNECTS),
             reload_ok: counter!(CONFIG_RELOADS, "result" => "ok"),
             reload_failed: counter!(CONFIG_RELOADS, "result" => "failed"),
+            http_connections: gauge!(HTTP_CONNECTIONS),
+            refused_socket_limit: counter!(CONNECTIONS_REFUSED, "reason" => "socket_limit"),
+            header_timeouts: counter!(HTTP_ABORTED, "reason" => "header_timeout"),
+            headers_too_large: counter!(HTTP_ABORTED, "reason" => "header_too_large"),
+            body_timeouts: counter!(HTTP_ABORTED, "reason" => "body_timeout"),
         }
     }
 
     pub fn client_error(code: crate::protocol::ErrorCode) {
         counter!(CLIENT_ERRORS, "code" => code.as_str()).increment(1);
+    }
+
+    pub fn accept_error(kind: &'static str) {
+        counter!(ACCEPT_ERRORS, "kind" => kind).increment(1);
     }
 
     pub fn received(backend: &str) -> Counter {

@@ -45,6 +45,16 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// A connection silent this long is pinged; silent for another interval, it is closed.
     pub ping_interval: Duration,
+    /// How long a client may take to send a request's headers, counted from the connection
+    /// or, on a kept-alive connection, from the previous response (so it is also the idle
+    /// keep-alive timeout).
+    pub header_timeout: Duration,
+    /// How long an HTTP API request may take to send its body once its headers are in.
+    pub body_timeout: Duration,
+    /// Largest request head (request line and headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Connections the kernel queues before the broker accepts them.
+    pub listen_backlog: u32,
 }
 
 /// Per-connection limits (route limits live on each [`Route`]).
@@ -150,6 +160,9 @@ fn key_at(text: &str, offset: usize) -> String {
     }
 }
 
+/// The smallest `server.max_header_bytes`: hyper's minimum read buffer.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
 struct Builder<'a> {
     file: &'a str,
     text: &'a str,
@@ -189,6 +202,39 @@ impl Builder<'_> {
                 format!("must be at most {}", crate::ijson::MAX_DEPTH_LIMIT),
             ),
             _ => Ok(depth),
+        }
+    }
+
+    fn millis(
+        &self,
+        v: &Option<Spanned<u64>>,
+        key: &str,
+        default: u64,
+    ) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(self.positive(v, key, default)? as u64))
+    }
+
+    fn max_header_bytes(&self, v: &Option<Spanned<u64>>) -> Result<usize, ConfigError> {
+        let key = "server.max_header_bytes";
+        match v {
+            // hyper's read buffer cannot be smaller than this.
+            Some(s) if *s.get_ref() < MIN_HEADER_BYTES as u64 => self.err(
+                s.span(),
+                key,
+                format!("must be at least {MIN_HEADER_BYTES} (a request line and a few headers)"),
+            ),
+            _ => self.positive(v, key, 16_384),
+        }
+    }
+
+    fn listen_backlog(&self, v: &Option<Spanned<u64>>) -> Result<u32, ConfigError> {
+        let key = "server.listen_backlog";
+        let n = self.positive(v, key, 1024)?;
+        // listen(2) takes an int.
+        match (i32::try_from(n), v) {
+            (Ok(_), _) => Ok(n as u32),
+            (Err(_), Some(s)) => self.err(s.span(), key, "is too large".into()),
+            (Err(_), None) => Ok(1024),
         }
     }
 
@@ -243,6 +289,14 @@ impl Builder<'_> {
                 "server.shutdown_timeout_ms",
                 5000,
             )? as u64),
+            header_timeout: self.millis(
+                &s.header_timeout_ms,
+                "server.header_timeout_ms",
+                10_000,
+            )?,
+            body_timeout: self.millis(&s.body_timeout_ms, "server.body_timeout_ms", 10_000)?,
+            max_header_bytes: self.max_header_bytes(&s.max_header_bytes)?,
+            listen_backlog: self.listen_backlog(&s.listen_backlog)?,
         };
         let rate = |v: &Option<Spanned<f64>>, key: &str, default: f64| match v {
             None => Ok(default),
@@ -452,6 +506,22 @@ mod tests {
         assert_eq!(c.backends[0].kind, BackendKind::Memory);
         assert_eq!(c.rules.routes().len(), 1);
         assert_eq!(c.rules.routes()[0].subscribe, Permission::Anyone);
+    }
+
+    #[test]
+    fn http_bounds_have_defaults_and_located_errors() {
+        let c = Config::parse("test.toml", "").expect("empty config");
+        assert_eq!(c.server.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.body_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.max_header_bytes, 16_384);
+        assert_eq!(c.server.listen_backlog, 1024);
+        let l = located("[server]\nmax_header_bytes = 4096\n");
+        assert_eq!((l.key.as_str(), l.line), ("server.max_header_bytes", 2));
+        assert!(l.message.contains("at least 8192"), "{}", l.message);
+        let l = located("[server]\nheader_timeout_ms = 0\n");
+        assert_eq!(l.key, "server.header_timeout_ms");
+        let l = located("[server]\nlisten_backlog = 4294967296\n");
+        assert_eq!(l.key, "server.listen_backlog");
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct RawServer {
     pub outbound_queue: Option<Spanned<u64>>,
     pub shutdown_timeout_ms: Option<Spanned<u64>>,
     pub ping_interval_ms: Option<Spanned<u64>>,
+    pub header_timeout_ms: Option<Spanned<u64>>,
+    pub body_timeout_ms: Option<Spanned<u64>>,
+    pub max_header_bytes: Option<Spanned<u64>>,
+    pub listen_backlog: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::{header, Request, Response, StatusCode};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -48,7 +49,7 @@ fn op_error(e: OpError) -> Response<Body> {
     error(status_of(e.code), e.code, &e.message)
 }
 
-/// Checks the API key and reads the body (bounded by `server.max_frame_bytes`).
+/// Checks the API key and reads the body.
 async fn authorized_body(broker: &Broker, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     if !broker.api_keys.is_configured() {
         return Err(error(
@@ -80,20 +81,59 @@ async fn authorized_body(broker: &Broker, req: Request<Incoming>) -> Result<Byte
             ))
         }
     }
+    read_body(broker, req).await
+}
+
+/// Reads the body within `server.body_timeout` and `server.max_frame_bytes`. The byte limit
+/// is checked as the body arrives (and against a declared Content-Length before any of it),
+/// so an oversized body is refused without being held.
+async fn read_body(broker: &Broker, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     let limit = broker.server.max_frame_bytes;
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(error(
+    let too_large = || {
+        error(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooLarge,
             &format!("body over the {limit} byte limit (server.max_frame_bytes)"),
-        )),
-        Err(e) => Err(error(
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(closing(too_large()));
+    }
+    let timeout = broker.server.body_timeout;
+    match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(closing(too_large()))
+        }
+        Ok(Err(e)) => Err(error(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
             &format!("cannot read body: {e}"),
         )),
+        Err(_) => {
+            broker.metrics.body_timeouts.increment(1);
+            Err(closing(error(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::BadRequest,
+                &format!(
+                    "body not received within {} ms (server.body_timeout_ms)",
+                    timeout.as_millis()
+                ),
+            )))
+        }
     }
+}
+
+/// Marks `r` as the connection's last response: the rest of the unread body must not be
+/// taken for the next request.
+fn closing(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn bad_json(e: serde_json::Error) -> Response<Body> {

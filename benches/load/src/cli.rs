@@ -84,6 +84,8 @@ pub enum Scenario {
     Rooms(RoomsArgs),
     /// N idle connections held; broker RSS per connection with --pid.
     Connections(ConnectionsArgs),
+    /// N sockets trickling a request head they never finish; legitimate connect times.
+    Slowloris(SlowlorisArgs),
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]
@@ -177,6 +179,25 @@ pub struct ConnectionsArgs {
     pub subscribe: bool,
 }
 
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct SlowlorisArgs {
+    /// Slow sockets to hold, each sending a request head it never finishes.
+    #[arg(long, default_value_t = 10_000)]
+    pub sockets: usize,
+    /// Seconds between the bytes each slow socket sends.
+    #[arg(long, default_value_t = 1.0)]
+    pub trickle: f64,
+    /// Legitimate clients connected one after another while the slow sockets are held.
+    #[arg(long, default_value_t = 200)]
+    pub clients: usize,
+    /// Pause between two legitimate clients, milliseconds.
+    #[arg(long, default_value_t = 10)]
+    pub client_interval_ms: u64,
+    /// Do not replace a slow socket the broker closes.
+    #[arg(long)]
+    pub no_reconnect: bool,
+}
+
 impl Scenario {
     /// Connections this scenario opens, to size file limits and source addresses.
     pub fn connections(&self) -> usize {
@@ -185,6 +206,7 @@ impl Scenario {
             Scenario::Latency(a) => a.subscribers + a.publish.publishers,
             Scenario::Rooms(a) => a.connections,
             Scenario::Connections(a) => a.connections,
+            Scenario::Slowloris(a) => a.sockets + a.clients,
         }
     }
 }

@@ -147,7 +147,7 @@ impl Connector {
         }
     }
 
-    async fn open_once(&self, target: &Target, src: Ipv4Addr, path: &str) -> Result<Conn> {
+    pub async fn open_once(&self, target: &Target, src: Ipv4Addr, path: &str) -> Result<Conn> {
         let stream = tcp_connect(src, target.addr).await?;
         let mut conn = match self.kind {
             ClientKind::Raw => Conn::Raw(RawWs::handshake(stream, &target.authority, path).await?),
@@ -184,7 +184,7 @@ pub fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-async fn tcp_connect(src: Ipv4Addr, dst: SocketAddr) -> Result<TcpStream> {
+pub async fn tcp_connect(src: Ipv4Addr, dst: SocketAddr) -> Result<TcpStream> {
     let sock = TcpSocket::new_v4()?;
     // Defer the local port choice to connect(), which then only needs the 4-tuple to be unique
     // (instead of reserving a port per source address at bind time).

@@ -87,6 +87,7 @@ fn run(cli: Cli) -> Result<bool> {
             Scenario::Latency(a) => scenario::fanout::latency(&ctx, a).await,
             Scenario::Rooms(a) => scenario::rooms::rooms(&ctx, a).await,
             Scenario::Connections(a) => scenario::connections::connections(&ctx, a).await,
+            Scenario::Slowloris(a) => scenario::slowloris::slowloris(&ctx, a).await,
         }
     })?;
     // Connection tasks are done; do not wait for stragglers (e.g. a close handshake).

@@ -57,6 +57,27 @@ impl Broker {
     }
 }
 
+/// What a `slowloris` run held and how legitimate clients fared meanwhile.
+#[derive(Debug, Default, Serialize)]
+pub struct SlowlorisStats {
+    /// Slow sockets asked for.
+    pub sockets: u64,
+    /// Seconds until every slow socket had tried its first connect.
+    pub setup_s: f64,
+    /// Slow sockets open when the legitimate clients started, and when they were done.
+    pub held_at_start: u64,
+    pub held_at_end: u64,
+    /// Slow-socket connects that succeeded (replacements included) and that failed.
+    pub opened: u64,
+    pub connect_failed: u64,
+    /// Slow sockets the broker closed (each then replaced, unless --no-reconnect).
+    pub closed_by_broker: u64,
+    pub clients: u64,
+    pub clients_failed: u64,
+    /// Legitimate clients: TCP connect to `welcome`.
+    pub connect: Percentiles,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub scenario: String,
@@ -98,6 +119,9 @@ pub struct Report {
     pub loadgen_cpu_s: f64,
     pub loadgen_cpu_s_per_million_deliveries: Option<f64>,
     pub throughput: Vec<Point>,
+    /// Set by the `slowloris` scenario only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slowloris: Option<SlowlorisStats>,
     pub notes: Vec<String>,
     #[serde(skip)]
     pub latency_hist: Option<Histogram<u64>>,
@@ -147,7 +171,9 @@ impl Report {
                 self.connections.source_addrs
             )),
         ];
-        if self.scenario == "connections" {
+        if let Some(sl) = &self.slowloris {
+            rows.extend(slowloris_rows(sl));
+        } else if self.scenario == "connections" {
             rows.push(("held", format!("{} still open at the end", self.held)));
         } else {
             rows.extend([
@@ -217,6 +243,38 @@ impl Report {
         }
         out
     }
+}
+
+fn slowloris_rows(sl: &SlowlorisStats) -> Vec<(&'static str, String)> {
+    let c = &sl.connect;
+    vec![
+        (
+            "slow sockets",
+            format!(
+                "{} held at start, {} at end (of {}); {} opened in {:.1} s set-up and after, \
+                 {} closed by the broker, {} connects failed",
+                sl.held_at_start,
+                sl.held_at_end,
+                sl.sockets,
+                sl.opened,
+                sl.setup_s,
+                sl.closed_by_broker,
+                sl.connect_failed
+            ),
+        ),
+        (
+            "legit connect",
+            format!(
+                "p50 {} p99 {} max {}  ({} of {} connected, {} failed)",
+                us(c.p50_us),
+                us(c.p99_us),
+                us(c.max_us),
+                c.count,
+                sl.clients,
+                sl.clients_failed
+            ),
+        ),
+    ]
 }
 
 fn us(v: u64) -> String {

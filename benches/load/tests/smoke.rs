@@ -239,6 +239,13 @@ fn every_scenario_against_a_real_broker() {
         run(&b, &["connections", "--connections", "300", "--hold", "0.5", "--source-addrs", "2"]);
     assert_eq!(r["held"], 300, "{r:#}");
     assert!(r["broker"]["rss_per_connection_bytes"].is_number(), "{r:#}");
+
+    let r =
+        run(&b, &["slowloris", "--sockets", "200", "--clients", "20", "--client-interval-ms", "0"]);
+    let sl = &r["slowloris"];
+    assert_eq!(sl["held_at_start"], 200, "{r:#}");
+    assert_eq!(sl["connect"]["count"], 20, "{r:#}");
+    assert_eq!(sl["clients_failed"], 0, "{r:#}");
 }
 
 /// Every scenario against two broker nodes on a real 3-master Redis Cluster: every subscriber,

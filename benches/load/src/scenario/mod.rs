@@ -4,6 +4,7 @@
 pub mod connections;
 pub mod fanout;
 pub mod rooms;
+pub mod slowloris;
 
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
