@@ -79,9 +79,10 @@ fn kick_all(touched: &mut Vec<Arc<Outbox>>) {
     }
 }
 
-/// The inbox channel of node `node`.
+/// The inbox channel of node `node`: under the reserved prefix, so no route can produce it
+/// and no client can read or write another connection's `send` traffic.
 pub fn inbox_channel(node: &str) -> String {
-    format!("switchyard:inbox:{node}")
+    crate::routing::internal_name("inbox", node)
 }
 
 impl Hub {

@@ -182,6 +182,9 @@ fn route(path: Option<PathBuf>, user: Option<&str>, channel: &str) -> ExitCode {
     }
     println!("backend:           {} ({})", backend.name, backend.kind.name());
     println!("backend channel:   {}", resolved.backend_channel(&name));
+    if let Some(why) = resolved.refusal() {
+        println!("refused:           {why}");
+    }
     println!(
         "subscribe:         {} -> {} for {who}",
         r.subscribe,

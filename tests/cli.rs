@@ -131,6 +131,45 @@ fn route_reports_no_route_and_invalid_channels() {
     assert!(o.status.success(), "the built-in default routes everything: {}", text(&o));
 }
 
+#[test]
+fn check_names_both_colliding_routes_and_an_example() {
+    let o = run(&["check", "--config", "config/invalid/route-collision.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    let out = text(&o);
+    for want in [
+        "routes[1] (match = \"**\", no channel template)",
+        "routes[0] (match = \"user.{id}\", channel = \"im:user:{id}\")",
+        "\"im:user:a\" would carry both \"user.a\" (routes[0]) and \"im:user:a\" (routes[1])",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn route_explains_a_channel_refused_for_its_captures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pairs.toml");
+    std::fs::write(
+        &path,
+        "[backends.local]\nkind = \"memory\"\n[[routes]]\nmatch = \"pair.{a}.{b}\"\nchannel = \"{a}:{b}\"\nsubscribe = \"anyone\"\npublish = \"anyone\"\n",
+    )
+    .expect("write config");
+    let config = path.to_str().expect("utf8 path");
+    let o = run(&["route", "--config", config, "pair.x:y.z"]);
+    let out = text(&o);
+    for want in [
+        "backend channel:   x:y:z",
+        "refused:           {a} = \"x:y\" holds ':', which follows {a}",
+        "subscribe:         anyone -> denied for anonymous",
+        "publish:           anyone -> denied for anonymous",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let out = text(&run(&["route", "--config", config, "pair.x.y:z"]));
+    assert!(out.contains("subscribe:         anyone -> allowed for anonymous"), "{out}");
+    assert!(!out.contains("refused"), "{out}");
+}
+
 /// The binary as an operator runs it: SIGHUP reloads the rules, SIGTERM closes clients with
 /// 1001 and exits 0.
 #[tokio::test]

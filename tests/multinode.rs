@@ -36,6 +36,7 @@ publish = "anyone"
 
 [[routes]]
 match = "**"
+channel = "app:{{**}}"
 subscribe = "anyone"
 publish = "anyone"
 "#
@@ -131,7 +132,7 @@ async fn cluster_two_nodes_publish_and_send_across() {
     let mut on_b = b.connect("").await;
     let channels: Vec<String> = (0..30).map(|i| format!("spread.{i}")).collect();
     let masters: std::collections::HashSet<usize> =
-        channels.iter().map(|c| cluster.master_index_of(c)).collect();
+        channels.iter().map(|c| cluster.master_index_of(&format!("app:{c}"))).collect();
     assert_eq!(masters.len(), 3, "test channels should cover all masters");
     for c in &channels {
         on_b.subscribe(c).await;

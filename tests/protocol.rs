@@ -596,38 +596,6 @@ publish = "anyone"
     broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn channels_sharing_a_backend_channel_are_counted_per_client_channel() {
-    let broker = TestBroker::start(
-        r#"
-[backends.local]
-kind = "memory"
-
-[[routes]]
-match = "alias.{x}"
-channel = "common"
-subscribe = "anyone"
-publish = "anyone"
-"#,
-    )
-    .await;
-    let mut sub = broker.connect("").await;
-    let mut publisher = broker.connect("").await;
-    sub.subscribe("alias.a").await;
-    sub.subscribe("alias.b").await;
-    publisher.publish("alias.a", json!(1)).await;
-    assert_eq!(sub.recv().await, json!({"op":"message","channel":"alias.a","data":1}));
-    // Dropping one of the two client channels keeps the shared backend subscription.
-    sub.ok(json!({"op":"unsubscribe","channel":"alias.a"})).await;
-    publisher.publish("alias.b", json!(2)).await;
-    assert_eq!(sub.recv().await, json!({"op":"message","channel":"alias.b","data":2}));
-    // Delivered once, not once per client channel: the next frame answers our ping.
-    sub.send_text(r#"{"op":"ping","id":"x"}"#).await;
-    assert_eq!(sub.recv().await, json!({"op":"pong","id":"x"}));
-    drop((sub, publisher));
-    broker.shutdown().await;
-}
-
 /// Sends to connection `to` until the broker answers `not_found` (it goes away asynchronously
 /// after its client closed); any other error fails the test.
 async fn send_until_not_found(client: &mut common::Client, to: &str) {

@@ -68,6 +68,9 @@ pub async fn publish(
     let resolved = live.rules.resolve(&name).ok_or_else(|| {
         OpError::new(ErrorCode::NoRoute, format!("no route matches channel {name}"))
     })?;
+    if let Some(why) = resolved.refusal() {
+        return Err(OpError::new(ErrorCode::Forbidden, format!("{name} is refused: {why}")));
+    }
     if let Caller::Client { user } = caller {
         if !resolved.may_publish(user) {
             return Err(forbidden("publishing", &name, user));

@@ -435,6 +435,9 @@ impl Session {
         let resolved = live.rules.resolve(&name).ok_or_else(|| {
             OpError::new(ErrorCode::NoRoute, format!("no route matches channel {name}"))
         })?;
+        if let Some(why) = resolved.refusal() {
+            return Err(OpError::new(ErrorCode::Forbidden, format!("{name} is refused: {why}")));
+        }
         if !resolved.may_subscribe(self.user.as_deref()) {
             return Err(ops::forbidden("subscribing", &name, self.user.as_deref()));
         }

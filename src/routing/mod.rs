@@ -4,13 +4,31 @@
 //! Rules are tried "first match wins", but resolution does not scan them in order: patterns
 //! are compiled into a segment trie whose nodes remember the smallest rule index below them,
 //! so a lookup visits only branches that could still hold an earlier match.
+//!
+//! Backend channels belong to exactly one route: templates are injective (see [`Template`]),
+//! and [`Rules::collision`] finds two routes on one backend that could produce the same
+//! backend channel, which the config refuses. Routes only ever produce channel-name bytes, so
+//! the broker's own channels and keys, named under [`RESERVED_PREFIX`], are out of their reach.
 
+mod image;
 mod pattern;
 mod trie;
 
 use std::sync::Arc;
 
+pub use image::Collision;
+use pattern::TemplatePart;
 pub use pattern::{Pattern, Permission, Segment, Template};
+
+/// The prefix of every backend channel or key the broker uses for itself (node inboxes,
+/// history, presence). Its first byte is not a channel-name byte, and routes only produce
+/// channel-name bytes, so no client channel can reach these names.
+pub const RESERVED_PREFIX: &str = "#switchyard:";
+
+/// The broker's own name for `kind` (e.g. `inbox`) of `id`: `#switchyard:<kind>:<id>`.
+pub fn internal_name(kind: &str, id: &str) -> String {
+    format!("{RESERVED_PREFIX}{kind}:{id}")
+}
 
 use crate::channel::ChannelName;
 
@@ -54,12 +72,31 @@ impl Resolved<'_, '_> {
         }
     }
 
+    /// Why this channel is refused whoever asks, if it is: one of its captures holds the byte
+    /// that follows that capture in the template, so its backend channel could be another
+    /// channel's.
+    pub fn refusal(&self) -> Option<String> {
+        let (index, byte) = self.route.template.as_ref()?.violation(&self.captures)?;
+        let name = self.route.pattern.capture_names().nth(index).unwrap_or("?");
+        Some(format!(
+            "{{{name}}} = {:?} holds {:?}, which follows {{{name}}} in the backend channel template {:?} of routes[{}]; such a channel could share its backend channel with another",
+            self.captures.get(index).copied().unwrap_or(""),
+            byte as char,
+            self.route.template.as_ref().map_or("", |t| t.source()),
+            self.route.index,
+        ))
+    }
+
+    fn refused(&self) -> bool {
+        self.route.template.as_ref().is_some_and(|t| t.violation(&self.captures).is_some())
+    }
+
     pub fn may_subscribe(&self, user: Option<&str>) -> bool {
-        self.route.subscribe.allows(user, &self.captures)
+        !self.refused() && self.route.subscribe.allows(user, &self.captures)
     }
 
     pub fn may_publish(&self, user: Option<&str>) -> bool {
-        self.route.publish.allows(user, &self.captures)
+        !self.refused() && self.route.publish.allows(user, &self.captures)
     }
 
     /// The capture names with their values, for explanations.
@@ -88,6 +125,13 @@ impl Rules {
         let route = self.routes.get(index as usize)?;
         let captures = route.pattern.captures(channel.as_str());
         Some(Resolved { route, captures })
+    }
+
+    /// Two routes on one backend that could carry different client channels on the same
+    /// backend channel, with the shortest such backend channel; `None` when every backend
+    /// channel belongs to one route.
+    pub fn collision(&self) -> Option<Collision> {
+        image::first_collision(&self.routes)
     }
 
     /// Pairs `(shadowed, by)`: rules that can never match because an earlier rule matches
@@ -119,6 +163,18 @@ mod tests {
             publish: Permission::Anyone,
             max_message_bytes: 1024,
         }
+    }
+
+    /// A route with `template` (`None`: identity) on `backend`.
+    fn mapped(index: usize, pattern: &str, template: Option<&str>, backend: usize) -> Route {
+        let mut r = route(index, pattern);
+        r.template = template.map(|t| Template::parse(t, &r.pattern).expect("template"));
+        r.backend = backend;
+        r
+    }
+
+    fn mapped_rules(routes: &[(&str, Option<&str>)]) -> Rules {
+        Rules::new(routes.iter().enumerate().map(|(i, (p, t))| mapped(i, p, *t, 0)).collect())
     }
 
     fn rules(patterns: &[&str]) -> Rules {
@@ -168,5 +224,188 @@ mod tests {
     fn shadowed_rules_are_reported() {
         let r = rules(&["room.*", "room.lobby", "chat.{id}", "**", "late"]);
         assert_eq!(r.shadowed(), vec![(1, 0), (4, 3)]);
+    }
+
+    fn collision(r: &Rules) -> Option<(usize, usize, String, [String; 2])> {
+        r.collision().map(|c| (c.earlier, c.later, c.backend_channel, c.channels))
+    }
+
+    fn names(a: &str, b: &str) -> [String; 2] {
+        [a.to_string(), b.to_string()]
+    }
+
+    #[test]
+    fn a_catch_all_without_template_collides_with_a_private_template() {
+        let r = mapped_rules(&[("user.{id}", Some("im:user:{id}")), ("**", None)]);
+        assert_eq!(collision(&r), Some((0, 1, "im:user:a".into(), names("user.a", "im:user:a"))));
+        let r = mapped_rules(&[("user.{id}", Some("im:user:{id}")), ("**", Some("im:{**}"))]);
+        assert_eq!(collision(&r), Some((0, 1, "im:user:a".into(), names("user.a", "user:a"))));
+        let r = mapped_rules(&[("a.{x}", Some("p:{x}")), ("b.{y}", Some("p:{y}"))]);
+        assert_eq!(collision(&r), Some((0, 1, "p:a".into(), names("a.a", "b.a"))));
+    }
+
+    #[test]
+    fn namespaced_routes_and_identity_routes_do_not_collide() {
+        let r = mapped_rules(&[
+            ("user.{id}", Some("im:user:{id}")),
+            ("room.{room}", Some("im:room:{room}")),
+            ("room.{room}.typing", None),
+            ("**", Some("app:{**}")),
+        ]);
+        assert_eq!(collision(&r), None);
+        // Identity routes never share a backend channel, shadowed or not: each client
+        // channel is served by one route.
+        let r = mapped_rules(&[("a.*", None), ("**", None), ("a.b", None), ("*.*", None)]);
+        assert_eq!(r.shadowed(), vec![(2, 0), (3, 1)]);
+        assert_eq!(collision(&r), None);
+    }
+
+    #[test]
+    fn routes_on_different_backends_may_produce_the_same_name() {
+        let r = Rules::new(vec![
+            mapped(0, "user.{id}", Some("im:user:{id}"), 0),
+            mapped(1, "**", None, 1),
+        ]);
+        assert_eq!(collision(&r), None);
+    }
+
+    #[test]
+    fn a_capture_holding_the_byte_that_follows_it_is_refused() {
+        let r = mapped_rules(&[("x.{a}.{b}", Some("{a}:{b}"))]);
+        let refused = ChannelName::parse("x.p:q.r").expect("channel");
+        let fine = ChannelName::parse("x.p.q:r").expect("channel");
+        let (bad, good) = (r.resolve(&refused).expect("route"), r.resolve(&fine).expect("route"));
+        // Both would render "p:q:r": the first is the one whose split is ambiguous.
+        assert_eq!(bad.backend_channel(&refused), good.backend_channel(&fine));
+        let why = bad.refusal().expect("refused");
+        assert!(why.contains("{a} = \"p:q\" holds ':'") && why.contains("\"{a}:{b}\""), "{why}");
+        assert!(!bad.may_subscribe(Some("u")) && !bad.may_publish(Some("u")));
+        assert_eq!(good.refusal(), None);
+        assert!(good.may_subscribe(None));
+    }
+
+    #[test]
+    fn internal_names_are_under_the_reserved_prefix() {
+        assert_eq!(internal_name("inbox", "n1"), "#switchyard:inbox:n1");
+        assert!(ChannelName::parse(&internal_name("inbox", "n1")).is_err());
+    }
+
+    /// A small deterministic generator, so the randomized tests need no extra crate.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 33) as usize) % n
+        }
+
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[self.below(from.len())]
+        }
+    }
+
+    #[test]
+    fn no_route_renders_a_name_under_the_reserved_prefix() {
+        let mut rng = Lcg(7);
+        let texts = ["", "#", "app:", "#switchyard:", "a.", ":", "x", "{", "}", "@", " ", "é", "."];
+        let patterns = ["{a}", "x.{a}", "{a}.**", "**", "{a}.{b}", "room.*"];
+        let segments = ["a", "b:c", "user", "x-y", "Z@q", "1"];
+        let mut rendered = 0;
+        for _ in 0..5000 {
+            let pattern = Pattern::parse(rng.pick(&patterns)).expect("pattern");
+            let names: Vec<&str> = pattern.capture_names().collect();
+            let mut source = rng.pick(&texts).to_string();
+            for n in &names {
+                source.push_str(&format!("{{{n}}}{}", rng.pick(&texts)));
+            }
+            let Ok(template) = Template::parse(&source, &pattern) else { continue };
+            let values: Vec<String> = names
+                .iter()
+                .map(|n| {
+                    let k = 1 + rng.below(3);
+                    let parts: Vec<&str> = (0..k).map(|_| rng.pick(&segments)).collect();
+                    if *n == "**" {
+                        parts.join(".")
+                    } else {
+                        parts.concat()
+                    }
+                })
+                .collect();
+            let captures: Vec<&str> = values.iter().map(String::as_str).collect();
+            let out = template.render(&captures);
+            assert!(!out.starts_with(RESERVED_PREFIX), "{source:?} rendered {out:?}");
+            assert!(
+                out.bytes().all(|b| crate::channel::is_name_byte(b) || b == b'.'),
+                "{source:?} rendered {out:?}"
+            );
+            rendered += 1;
+        }
+        assert!(rendered > 500, "only {rendered} templates were valid");
+    }
+
+    /// Every backend channel of every client channel in a small universe, per random rule set:
+    /// when `collision` finds nothing, no two client channels share one; when it finds one, its
+    /// witness is real.
+    #[test]
+    fn collision_search_agrees_with_brute_force() {
+        let mut rng = Lcg(11);
+        let shapes: [(&str, &[&str]); 6] = [
+            ("u.{id}", &["im:u:{id}", "im:{id}", "{id}", "u.{id}"]),
+            ("{a}.{b}", &["{a}:{b}", "im:{a}.{b}", "{b}:{a}"]),
+            ("**", &["im:{**}", "{**}", "app:{**}"]),
+            ("r.**", &["{**}:r", "im:u:{**}"]),
+            ("*.x", &[]),
+            ("u.*", &[]),
+        ];
+        let segments = ["u", "im", "im:u", "r", "x", "a:b", "b"];
+        let mut universe: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
+        for a in segments {
+            for b in segments {
+                universe.push(format!("{a}.{b}"));
+                universe.push(format!("{a}.{b}.x"));
+            }
+        }
+        let (mut found, mut clean) = (0, 0);
+        for _ in 0..300 {
+            let n = 2 + rng.below(3);
+            let routes: Vec<Route> = (0..n)
+                .map(|i| {
+                    let (p, templates) = shapes[rng.below(shapes.len())];
+                    let t = (!templates.is_empty() && rng.below(4) > 0)
+                        .then(|| templates[rng.below(templates.len())]);
+                    mapped(i, p, t, 0)
+                })
+                .collect();
+            let r = Rules::new(routes);
+            match r.collision() {
+                Some(c) => {
+                    found += 1;
+                    for (k, index) in [c.earlier, c.later].into_iter().enumerate() {
+                        let route = &r.routes()[index];
+                        let ch = ChannelName::parse(&c.channels[k]).expect("witness channel");
+                        assert!(route.pattern.matches(ch.as_str()), "{c:?}");
+                        let captures = route.pattern.captures(ch.as_str());
+                        let out = Resolved { route, captures }.backend_channel(&ch);
+                        assert_eq!(out, c.backend_channel, "{c:?}");
+                    }
+                }
+                None => {
+                    clean += 1;
+                    let mut seen: std::collections::HashMap<String, &str> = Default::default();
+                    for ch in &universe {
+                        let name = ChannelName::parse(ch).expect("channel");
+                        let Some(res) = r.resolve(&name) else { continue };
+                        if res.refusal().is_some() {
+                            continue;
+                        }
+                        let out = res.backend_channel(&name);
+                        if let Some(other) = seen.insert(out.clone(), ch) {
+                            panic!("{other} and {ch} share {out} in {:?}", r.routes());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(found > 20 && clean > 20, "found {found}, clean {clean}");
     }
 }

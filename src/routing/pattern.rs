@@ -77,21 +77,50 @@ impl Pattern {
         &self.segments
     }
 
-    /// Names of the captures, in pattern order (the order of [`Pattern::captures`]).
+    /// Names of the captures, in pattern order (the order of [`Pattern::captures`]); a final
+    /// `**` counts as a capture named `**`, so a template can carry what it matched.
     pub fn capture_names(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {
             Segment::Capture(n) => Some(&**n),
+            Segment::Rest => Some("**"),
             _ => None,
         })
     }
 
-    /// The captured values for a channel this pattern is known to match.
+    /// The captured values for a channel this pattern is known to match; a final `**`
+    /// captures the rest of the channel, dots included.
     pub fn captures<'c>(&self, channel: &'c str) -> Vec<&'c str> {
-        self.segments
+        let mut out = Vec::new();
+        let mut offset = 0;
+        let mut parts = channel.split('.');
+        for segment in &self.segments {
+            if let Segment::Rest = segment {
+                out.push(channel.get(offset..).unwrap_or(""));
+                break;
+            }
+            let Some(value) = parts.next() else { break };
+            offset += value.len() + 1;
+            if let Segment::Capture(_) = segment {
+                out.push(value);
+            }
+        }
+        out
+    }
+
+    /// The channel this pattern matches with `captures` (in [`Pattern::captures`] order); `*`
+    /// segments, which capture nothing, are filled with `fill`.
+    pub fn render(&self, captures: &[String], fill: &str) -> String {
+        let mut values = captures.iter();
+        let parts: Vec<&str> = self
+            .segments
             .iter()
-            .zip(channel.split('.'))
-            .filter_map(|(s, v)| matches!(s, Segment::Capture(_)).then_some(v))
-            .collect()
+            .map(|s| match s {
+                Segment::Literal(l) => &**l,
+                Segment::Any => fill,
+                Segment::Capture(_) | Segment::Rest => values.next().map_or(fill, |v| v.as_str()),
+            })
+            .collect();
+        parts.join(".")
     }
 
     /// Whether this pattern matches `channel` (used by tests and the `route` explanation; the
@@ -145,52 +174,92 @@ fn is_capture_name(name: &str) -> bool {
 }
 
 /// A backend channel template such as `im:room:{room}`.
+///
+/// Templates are injective by construction, so two channels of one route never share a
+/// backend channel: every capture appears exactly once, placeholders are separated by text,
+/// and a capture may not hold the first byte of the text that follows it (checked per channel
+/// by [`Template::violation`]). A backend channel then splits back into its captures in
+/// exactly one way, reading left to right.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
+    source: Box<str>,
     parts: Vec<TemplatePart>,
+    /// `(capture index, byte)`: a channel whose capture holds that byte is refused.
+    guards: Vec<(usize, u8)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum TemplatePart {
+pub(super) enum TemplatePart {
     Text(Box<str>),
-    /// Index into the pattern's captures.
-    Capture(usize),
+    Capture {
+        /// Index into the pattern's captures.
+        index: usize,
+        /// The final `**`: one or more segments, dots included.
+        rest: bool,
+        /// The first byte of the text that follows, which the capture may not contain.
+        stop: Option<u8>,
+    },
 }
 
 impl Template {
-    /// Parses `source` against `pattern`'s captures; unknown captures are errors.
+    /// Parses `source` against `pattern`'s captures; a template that could map two channels
+    /// to one backend channel is refused.
     pub fn parse(source: &str, pattern: &Pattern) -> Result<Template, String> {
         if source.is_empty() {
             return Err("backend channel template is empty".into());
         }
+        if pattern.segments.contains(&Segment::Any) {
+            return Err(format!(
+                "pattern {:?} has `*`; with a `channel` template, name it (`{{x}}`) and use it, or every channel it matches would share one backend channel",
+                pattern.source()
+            ));
+        }
         let names: Vec<&str> = pattern.capture_names().collect();
+        let mut used = vec![false; names.len()];
         let mut parts = Vec::new();
         let mut rest = source;
         while let Some(open) = rest.find('{') {
             if open > 0 {
-                parts.push(TemplatePart::Text(rest[..open].into()));
+                parts.push(TemplatePart::Text(template_text(source, &rest[..open])?));
+            } else if matches!(parts.last(), Some(TemplatePart::Capture { .. })) {
+                return Err(format!(
+                    "template {source:?} has two placeholders in a row; put text between them so the backend channel splits back into one channel"
+                ));
             }
             let Some(close) = rest[open..].find('}') else {
                 return Err(format!("template {source:?} has an unclosed '{{'"));
             };
             let name = &rest[open + 1..open + close];
-            let Some(index) = names.iter().position(|n| *n == name) else {
-                return Err(format!(
-                    "template {source:?} uses {{{name}}}, which pattern {:?} does not capture (captures: {})",
-                    pattern.source(),
-                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
-                ));
-            };
-            parts.push(TemplatePart::Capture(index));
+            let index = capture_index(source, pattern, &names, name)?;
+            if std::mem::replace(&mut used[index], true) {
+                return Err(format!("template {source:?} uses {{{name}}} twice"));
+            }
+            parts.push(TemplatePart::Capture { index, rest: name == "**", stop: None });
             rest = &rest[open + close + 1..];
         }
         if rest.contains('}') {
             return Err(format!("template {source:?} has a '}}' without '{{'"));
         }
         if !rest.is_empty() {
-            parts.push(TemplatePart::Text(rest.into()));
+            parts.push(TemplatePart::Text(template_text(source, rest)?));
         }
-        Ok(Template { parts })
+        if let Some(unused) = used.iter().position(|u| !u) {
+            return Err(format!(
+                "template {source:?} does not use {{{}}}; every capture of {:?} must appear once, or different channels would share one backend channel",
+                names[unused],
+                pattern.source()
+            ));
+        }
+        let guards = set_stops(source, &mut parts)?;
+        Ok(Template { source: source.into(), parts, guards })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub(super) fn parts(&self) -> &[TemplatePart] {
+        &self.parts
     }
 
     pub fn render(&self, captures: &[&str]) -> String {
@@ -198,11 +267,78 @@ impl Template {
         for part in &self.parts {
             match part {
                 TemplatePart::Text(t) => out.push_str(t),
-                TemplatePart::Capture(i) => out.push_str(captures.get(*i).copied().unwrap_or("")),
+                TemplatePart::Capture { index, .. } => {
+                    out.push_str(captures.get(*index).copied().unwrap_or(""))
+                }
             }
         }
         out
     }
+
+    /// The first capture (index, byte) holding the byte that follows it in the template: such
+    /// a channel's backend channel would not split back uniquely, so it is refused.
+    pub fn violation(&self, captures: &[&str]) -> Option<(usize, u8)> {
+        self.guards
+            .iter()
+            .copied()
+            .find(|(i, b)| captures.get(*i).is_some_and(|v| v.as_bytes().contains(b)))
+    }
+}
+
+/// Template text may only hold channel-name bytes: names starting with any other byte are the
+/// broker's own (see [`super::RESERVED_PREFIX`]), and no route may produce them.
+fn template_text(source: &str, text: &str) -> Result<Box<str>, String> {
+    match text.bytes().find(|b| !is_name_byte(*b) && *b != b'.') {
+        Some(bad) => Err(format!(
+            "template {source:?} has {:?}; template text is A-Z a-z 0-9 and . _ - : @ (other bytes are reserved for the broker's own channels)",
+            bad as char
+        )),
+        None => Ok(text.into()),
+    }
+}
+
+fn capture_index(
+    source: &str,
+    pattern: &Pattern,
+    names: &[&str],
+    name: &str,
+) -> Result<usize, String> {
+    names.iter().position(|n| *n == name).ok_or_else(|| {
+        format!(
+            "template {source:?} uses {{{name}}}, which pattern {:?} does not capture (captures: {})",
+            pattern.source(),
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        )
+    })
+}
+
+/// Records after each capture the first byte of the text that follows it, and returns the
+/// per-channel guards. A `.` needs no guard after a one-segment capture (it never holds one);
+/// after `{**}` it would refuse every channel of more than one segment, so it is an error.
+fn set_stops(source: &str, parts: &mut [TemplatePart]) -> Result<Vec<(usize, u8)>, String> {
+    let mut guards = Vec::new();
+    for i in 0..parts.len() {
+        let next = match parts.get(i + 1) {
+            Some(TemplatePart::Text(t)) => t.bytes().next(),
+            _ => None,
+        };
+        let Some(TemplatePart::Capture { index, rest, stop }) = parts.get_mut(i) else {
+            continue;
+        };
+        match next {
+            Some(b'.') if *rest => {
+                return Err(format!(
+                    "template {source:?}: {{**}} may not be followed by '.', which it holds itself; use another separator, e.g. {{**}}:"
+                ))
+            }
+            Some(b'.') | None => {}
+            Some(b) => {
+                *stop = Some(b);
+                guards.push((*index, b));
+            }
+        }
+    }
+    Ok(guards)
 }
 
 /// Who may subscribe to or publish on a route's channels.
@@ -291,6 +427,8 @@ mod tests {
         assert!(!p("a.**").matches("a"));
         assert!(p("**").matches("anything.at.all"));
         assert_eq!(p("room.{room}.{msg}").captures("room.7.x"), vec!["7", "x"]);
+        assert_eq!(p("a.{x}.**").captures("a.1.b.c"), vec!["1", "b.c"]);
+        assert_eq!(p("a.{x}.**").capture_names().collect::<Vec<_>>(), vec!["x", "**"]);
     }
 
     #[test]
@@ -309,6 +447,24 @@ mod tests {
         assert_eq!(t.render(&["42"]), "im:room:42");
         let err = Template::parse("im:{nope}", &pat).unwrap_err();
         assert!(err.contains("{nope}") && err.contains("room"), "{err}");
+    }
+
+    #[test]
+    fn templates_that_could_merge_channels_are_refused() {
+        let err = |pat: &str, t: &str| Template::parse(t, &p(pat)).unwrap_err();
+        assert!(err("alias.{x}", "common").contains("does not use {x}"));
+        assert!(err("a.**", "app").contains("does not use {**}"));
+        assert!(err("a.*.{x}", "p:{x}").contains("has `*`"));
+        assert!(err("a.{x}", "{x}:{x}").contains("twice"));
+        assert!(err("a.{x}.{y}", "{x}{y}").contains("two placeholders in a row"));
+        assert!(err("a.**", "{**}.end").contains("may not be followed by '.'"));
+        assert!(err("a.{x}", "#sys:{x}").contains("'#'"));
+        assert!(err("a.{x}", "p {x}").contains("' '"));
+        let t = Template::parse("app:{**}", &p("**")).expect("namespaced catch-all");
+        assert_eq!(t.render(&p("**").captures("a.b.c")), "app:a.b.c");
+        let t = Template::parse("{y}.{x}", &p("a.{x}.{y}")).expect("reordered captures");
+        assert_eq!(t.render(&["1", "2"]), "2.1");
+        assert_eq!(t.violation(&["1", "2"]), None);
     }
 
     #[test]
