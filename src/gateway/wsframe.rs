@@ -15,7 +15,7 @@ pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xA;
 
-/// Close codes used by the broker (PRODUCT.md §2).
+/// Close codes the broker sends.
 pub mod close {
     /// Also used when a client stopped answering pings (the peer is most likely gone).
     pub const NORMAL: u16 = 1000;
