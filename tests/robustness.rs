@@ -258,10 +258,10 @@ async fn abrupt_disconnects_and_broken_requests_leave_the_broker_serving() {
     assert_eq!(raw.expect_close().await, 1000);
     calm.check("data after a close frame").await;
 
-    // A close frame with a code that must not be echoed on the wire is answered 1000.
+    // A close frame with a code that may not be sent on the wire is a protocol error.
     let mut raw = RawWs::connect(broker.addr, "/ws").await;
     raw.send_bytes(&client_frame(true, OP_CLOSE, &1005u16.to_be_bytes())).await;
-    assert_eq!(raw.expect_close().await, 1000);
+    assert_eq!(raw.expect_close().await, 1002);
 
     // Not HTTP at all, an upgrade without a key, a wrong version, a plain GET /ws.
     let mut junk = tokio::net::TcpStream::connect(broker.addr).await.expect("connect");
@@ -385,5 +385,155 @@ async fn frames_sent_with_the_upgrade_request_are_served() {
     }
     assert!(got.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&got));
     drop(stream);
+    broker.shutdown().await;
+}
+
+/// The header of a masked frame announcing `len` payload bytes (the 8-byte length form), with
+/// a zero mask so the payload that follows can be sent as is.
+fn header_announcing(opcode: u8, len: u64) -> Vec<u8> {
+    let mut header = vec![0x80 | opcode, 0x80 | 127];
+    header.extend_from_slice(&len.to_be_bytes());
+    header.extend_from_slice(&[0, 0, 0, 0]);
+    header
+}
+
+/// With a limit that allows it, a header announcing a terabyte is no reason to reserve one
+/// (that allocation would abort the whole broker): the payload is held only as it arrives, is
+/// checked as it arrives, and every other connection carries on.
+#[tokio::test]
+async fn a_frame_header_never_reserves_its_declared_length() {
+    let broker =
+        TestBroker::start(common::open_config!("[server]\nmax_frame_bytes = 4398046511104\n"))
+            .await;
+    let mut calm = Bystanders::new(&broker).await;
+    let mut pending = Vec::new();
+    for _ in 0..4 {
+        let mut raw = RawWs::connect(broker.addr, "/ws").await;
+        let mut bytes = header_announcing(OP_TEXT, 1 << 40);
+        bytes.extend_from_slice(&[b' '; 256 * 1024]);
+        raw.send_bytes(&bytes).await;
+        pending.push(raw);
+    }
+    calm.check("headers announcing 1 TiB").await;
+    // Those connections are still read: bad UTF-8 deep inside the unfinished frame ends one.
+    for raw in &mut pending {
+        raw.send_bytes(&[b' ', 0xC0, 0x80]).await;
+        assert_eq!(raw.expect_close().await, 1007);
+    }
+    calm.check("1 TiB frames ended by bad UTF-8").await;
+    drop((calm, pending));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_64_bit_length_with_its_top_bit_set_is_a_protocol_error() {
+    for config in
+        [ABUSE_CONFIG, common::open_config!("[server]\nmax_frame_bytes = 9223372036854775807\n")]
+    {
+        let broker = TestBroker::start(config).await;
+        for len in [1u64 << 63, u64::MAX] {
+            assert_eq!(close_code_for(&broker, &header_announcing(OP_TEXT, len)).await, 1002);
+        }
+        broker.shutdown().await;
+    }
+}
+
+/// A reserved opcode fails from its header: the payload it announces never has to arrive.
+#[tokio::test]
+async fn reserved_opcodes_fail_before_their_payload() {
+    let broker = TestBroker::start(ABUSE_CONFIG).await;
+    let mut calm = Bystanders::new(&broker).await;
+    for opcode in (0x3..=0x7).chain(0xB..=0xF) {
+        let header = &client_frame(true, opcode, &[0u8; 100])[..6];
+        assert_eq!(close_code_for(&broker, header).await, 1002, "opcode {opcode:#x}");
+    }
+    calm.check("reserved opcodes").await;
+    drop(calm);
+    broker.shutdown().await;
+}
+
+/// Invalid UTF-8 closes with 1007 as soon as it arrives, in an unfinished fragmented message
+/// or an unfinished frame; a code point split across fragments is fine.
+#[tokio::test]
+async fn invalid_utf8_fails_as_soon_as_it_is_seen() {
+    let broker = TestBroker::start(ABUSE_CONFIG).await;
+    let mut calm = Bystanders::new(&broker).await;
+    let first_fragment = client_frame(false, OP_TEXT, b"{\"op\":\"ping\",\"x\":\"\xED\xA0\x80");
+    assert_eq!(close_code_for(&broker, &first_fragment).await, 1007);
+    let mut second_fragment = client_frame(false, OP_TEXT, b"{\"op\":");
+    second_fragment.extend(client_frame(false, OP_CONTINUATION, b"\"\xF8\""));
+    assert_eq!(close_code_for(&broker, &second_fragment).await, 1007);
+    let unfinished_frame =
+        &client_frame(true, OP_TEXT, b"{\"x\":\"\xFF and much more to come")[..13];
+    assert_eq!(close_code_for(&broker, unfinished_frame).await, 1007);
+    calm.check("invalid UTF-8 in unfinished messages").await;
+
+    // "€" is E2 82 AC: one byte per fragment.
+    let mut raw = RawWs::connect(broker.addr, "/ws").await;
+    let mut bytes =
+        client_frame(false, OP_TEXT, b"{\"op\":\"publish\",\"channel\":\"calm\",\"data\":\"\xE2");
+    bytes.extend(client_frame(false, OP_CONTINUATION, b"\x82"));
+    bytes.extend(client_frame(true, OP_CONTINUATION, b"\xAC\",\"id\":1}"));
+    raw.send_bytes(&bytes).await;
+    let (op, ok) = raw.read_frame().await;
+    assert_eq!(
+        (op, serde_json::from_slice::<Value>(&ok).ok()),
+        (OP_TEXT, Some(json!({"op":"ok","id":1})))
+    );
+    assert_eq!(calm.watcher.recv().await, json!({"op":"message","channel":"calm","data":"€"}));
+    drop((calm, raw));
+    broker.shutdown().await;
+}
+
+/// Close frames: a valid code is echoed; a 1-byte payload or a code that may not be sent is a
+/// protocol error (1002); a reason that is not UTF-8 is 1007.
+#[tokio::test]
+async fn close_frames_are_checked_and_valid_codes_echoed() {
+    let broker = TestBroker::start(ABUSE_CONFIG).await;
+    let close = |payload: Vec<u8>| client_frame(true, OP_CLOSE, &payload);
+    let code = |c: u16| c.to_be_bytes().to_vec();
+    assert_eq!(close_code_for(&broker, &close(vec![0x03])).await, 1002, "1-byte payload");
+    for c in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        assert_eq!(close_code_for(&broker, &close(code(c))).await, 1002, "close code {c}");
+    }
+    let mut bad_reason = code(1000);
+    bad_reason.extend_from_slice(b"bye \xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5\xED\xA0\x80");
+    assert_eq!(close_code_for(&broker, &close(bad_reason)).await, 1007, "bad reason");
+    for c in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1014, 3000, 3999, 4999] {
+        let mut with_reason = code(c);
+        with_reason.extend_from_slice("bye κόσμε".as_bytes());
+        assert_eq!(close_code_for(&broker, &close(with_reason)).await, c, "echo {c}");
+    }
+    assert_eq!(close_code_for(&broker, &close(Vec::new())).await, 1000, "no code");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_sec_websocket_keys_get_400_before_the_upgrade() {
+    let broker = TestBroker::start(ABUSE_CONFIG).await;
+    for key in [
+        "",
+        "x",
+        "dGhlIHNhbXBsZSBub25jZQ",   // no padding
+        "dGhlIHNhbXBsZSBub25j",     // 15 bytes
+        "dGhlIHNhbXBsZSBub25jZSE=", // 17 bytes
+        "dGhlIHNhbXBsZSBub25jZR==", // bits past the 16th byte
+        "dGhlIHNhbXBsZSBub2%jZQ==",
+        "the sample nonce",
+    ] {
+        let headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", key),
+            ("Sec-WebSocket-Version", "13"),
+        ];
+        let (status, body) = common::http(broker.addr, "GET", "/ws", &headers, "").await;
+        assert_eq!(status, 400, "key {key:?}: {body}");
+        let body: Value = serde_json::from_str(&body).expect("JSON error body");
+        assert_eq!(body["code"], "bad_request", "key {key:?}");
+    }
+    // The RFC's sample key still upgrades.
+    let raw = RawWs::connect(broker.addr, "/ws").await;
+    drop(raw);
     broker.shutdown().await;
 }

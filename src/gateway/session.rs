@@ -50,6 +50,13 @@ pub fn upgrade(broker: Arc<Broker>, mut req: Request<Incoming>) -> Response<Body
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return error(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, "missing Sec-WebSocket-Key");
     };
+    if !wsframe::valid_key(key.as_bytes()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "Sec-WebSocket-Key must be the base64 of 16 bytes",
+        );
+    }
     if !version_ok {
         let mut r = error(
             StatusCode::UPGRADE_REQUIRED,
@@ -361,11 +368,8 @@ impl Session {
                 }
                 Ok(Some(Received::Pong)) => {}
                 Ok(Some(Received::Close(code))) => {
-                    // Echo the client's code when it is one that may be sent on the wire.
-                    let code = code
-                        .filter(|c| matches!(c, 1000..=1003 | 1007..=1011 | 3000..=4999))
-                        .unwrap_or(close::NORMAL);
-                    self.outbox.close(code, "");
+                    // The reader refused codes that may not be sent, so echoing is safe.
+                    self.outbox.close(code.unwrap_or(close::NORMAL), "");
                     return false;
                 }
                 Err(e) => {
