@@ -4,7 +4,6 @@
 //! shuts the broker down; the CLI and the integration tests use the same entry point.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -57,7 +56,6 @@ pub struct Broker {
     pub tracker: TaskTracker,
     /// Bumped on every successful reload; sessions re-check their subscriptions.
     pub rules_version: watch::Sender<u64>,
-    next_conn: AtomicU64,
     /// Accepted sockets not (yet) WebSocket sessions; with the hub's sessions they stay
     /// within `server.max_connections`.
     pub open_sockets: crate::gateway::accept::OpenSockets,
@@ -147,7 +145,6 @@ impl Broker {
             shutdown: CancellationToken::new(),
             tracker,
             rules_version: watch::Sender::new(0),
-            next_conn: AtomicU64::new(1),
             open_sockets: Default::default(),
             started: StartedWith {
                 node_id: config.node_id.clone(),
@@ -160,9 +157,15 @@ impl Broker {
         Ok(BrokerHandle { broker, addr, server })
     }
 
-    /// A new connection number, unique in this process.
+    /// A candidate connection key: 64 random bits, so that connection ids cannot be guessed
+    /// from one another. The caller re-draws when the hub already has it (see `Hub::register`).
     pub fn next_conn(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
+        rand::random::<u64>()
+    }
+
+    /// Who may `send` over WebSocket (`auth.send`, read once at start like the rest of `[auth]`).
+    pub fn send_permission(&self) -> crate::config::SendPermission {
+        self.started.auth.send
     }
 
     /// Swaps in the rules and limits of `config`; refused when it changes the backends.

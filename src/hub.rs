@@ -6,7 +6,7 @@
 //! queued to every local subscriber's [`Outbox`].
 //!
 //! Each node also subscribes to its inbox channel on the inbox backend; `send` frames travel
-//! there as `<connection number>\n<frame>`.
+//! there as `<connection key, decimal>\n<frame>`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -26,7 +26,7 @@ pub struct TopicKey {
     pub channel: Arc<str>,
 }
 
-/// A local connection as the hub sees it.
+/// A local connection as the hub sees it: the random part of its connection id.
 pub type ConnKey = u64;
 
 struct Topic {
@@ -257,8 +257,21 @@ impl Hub {
         Ok(reached > 0)
     }
 
-    pub fn register(&self, conn: ConnKey, outbox: Arc<Outbox>) {
-        self.connections.write().unwrap_or_else(|e| e.into_inner()).insert(conn, outbox);
+    /// Registers a connection under `conn`; false (and nothing changes) when the key is taken.
+    pub fn register(&self, conn: ConnKey, outbox: Arc<Outbox>) -> bool {
+        let mut connections = self.connections.write().unwrap_or_else(|e| e.into_inner());
+        match connections.entry(conn) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(outbox);
+                true
+            }
+        }
+    }
+
+    /// The outbox of local connection `conn` (tests watch a connection's backlog through it).
+    pub fn outbox(&self, conn: ConnKey) -> Option<Arc<Outbox>> {
+        self.connections.read().unwrap_or_else(|e| e.into_inner()).get(&conn).cloned()
     }
 
     pub fn deregister(&self, conn: ConnKey) {
@@ -372,5 +385,22 @@ impl Hub {
         for b in &self.backends {
             b.backend.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_connection_key_is_refused_so_the_caller_draws_again() {
+        let hub = Hub::new(Arc::from("n"), Vec::new(), None, Metrics::new());
+        let first = Arc::new(Outbox::new(8, false, None));
+        assert!(hub.register(7, first.clone()));
+        assert!(!hub.register(7, Arc::new(Outbox::new(8, false, None))));
+        let kept = hub.outbox(7).expect("registered");
+        assert!(Arc::ptr_eq(&kept, &first), "the live connection keeps its key");
+        hub.deregister(7);
+        assert!(hub.outbox(7).is_none());
     }
 }

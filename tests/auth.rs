@@ -38,9 +38,14 @@ publish = "anyone"
 "#;
 
 fn hs256_config() -> String {
+    hs256_config_with("")
+}
+
+/// [`hs256_config`] with more `[auth]` keys.
+fn hs256_config_with(auth: &str) -> String {
     // SAFETY of set_var: all tests in this binary set this variable to the same value.
     unsafe { std::env::set_var(SECRET_VAR, SECRET) };
-    format!("[auth]\njwt_hs256_secret_env = \"{SECRET_VAR}\"\n[backends.local]\nkind = \"memory\"\n{ROUTES}")
+    format!("[auth]\njwt_hs256_secret_env = \"{SECRET_VAR}\"\n{auth}\n[backends.local]\nkind = \"memory\"\n{ROUTES}")
 }
 
 fn now() -> u64 {
@@ -212,15 +217,65 @@ async fn clients_cannot_forge_the_user_field() {
     alice.ok(json!({"op":"publish","channel":"open.chat","data":"me","user":"mallory"})).await;
     assert_eq!(alice.recv().await["user"], "alice");
     // Direct messages carry the verified sender too.
-    anon.ok(json!({"op":"send","to":alice.conn,"data":"psst","user":"bob"})).await;
+    let mut bob = broker.connect(&format!("token={}", token("bob", None))).await;
+    bob.ok(json!({"op":"send","to":alice.conn,"data":"psst","user":"mallory"})).await;
     let d = alice.recv().await;
-    assert_eq!(d, json!({"op":"direct","from":anon.conn,"data":"psst"}));
+    assert_eq!(d, json!({"op":"direct","from":bob.conn,"data":"psst","user":"bob"}));
     alice.ok(json!({"op":"send","to":anon.conn,"data":"hey"})).await;
     assert_eq!(
         anon.recv().await,
         json!({"op":"direct","from":alice.conn,"data":"hey","user":"alice"})
     );
     broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn send_takes_a_token_by_default_and_auth_send_decides() {
+    let broker = TestBroker::start(&hs256_config()).await;
+    let mut anon = broker.connect("").await;
+    let mut alice = broker.connect(&format!("token={}", token("alice", None))).await;
+    let e = anon.error(json!({"op":"send","to":alice.conn,"data":"hi"}), "forbidden").await;
+    assert!(e["message"].as_str().unwrap_or("").contains("anonymous"), "{e}");
+    alice.ok(json!({"op":"send","to":anon.conn,"data":"hi"})).await;
+    assert_eq!(anon.recv().await["data"], "hi");
+    // Refused before the id is even looked at: nothing to learn about who is connected.
+    anon.error(json!({"op":"send","to":"nobody:1","data":"hi"}), "forbidden").await;
+    drop((anon, alice));
+    broker.shutdown().await;
+
+    let open = TestBroker::start(&hs256_config_with("send = \"anyone\"")).await;
+    let mut anon = open.connect("").await;
+    let alice = open.connect(&format!("token={}", token("alice", None))).await;
+    anon.ok(json!({"op":"send","to":alice.conn,"data":"hi"})).await;
+    drop((anon, alice));
+    open.shutdown().await;
+
+    // `nobody` closes WebSocket `send` even to users; the HTTP API, trusted by its key, still
+    // reaches them.
+    let key_var = "SWITCHYARD_TEST_AUTH_SEND_API_KEYS";
+    // SAFETY of set_var: only this test uses this variable.
+    unsafe { std::env::set_var(key_var, "send-key") };
+    let closed = TestBroker::start(&hs256_config_with(&format!(
+        "send = \"nobody\"\napi_keys_env = \"{key_var}\""
+    )))
+    .await;
+    let mut alice = closed.connect(&format!("token={}", token("alice", None))).await;
+    let bob = closed.connect(&format!("token={}", token("bob", None))).await;
+    let e = alice.error(json!({"op":"send","to":bob.conn,"data":"hi"}), "forbidden").await;
+    assert!(e["message"].as_str().unwrap_or("").contains("alice"), "{e}");
+    let body = json!({"to":alice.conn,"data":"from the app"}).to_string();
+    let (status, answer) = common::http(
+        closed.addr,
+        "POST",
+        "/api/send",
+        &[("Authorization", "Bearer send-key"), ("Content-Type", "application/json")],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(alice.recv().await, json!({"op":"direct","from":"api","data":"from the app"}));
+    drop((alice, bob));
+    closed.shutdown().await;
 }
 
 #[tokio::test]

@@ -264,8 +264,10 @@ async fn batched_frames_split_cleanly_when_published_data_has_newlines() {
     let var = "SWITCHYARD_TEST_FANOUT_BATCH_NEWLINE_KEYS";
     // SAFETY: this test is the only reader and writer of this variable.
     unsafe { std::env::set_var(var, "k") };
-    let broker =
-        TestBroker::start(&format!("{FANOUT_CONFIG}\n[auth]\napi_keys_env = \"{var}\"\n")).await;
+    let broker = TestBroker::start(&format!(
+        "{FANOUT_CONFIG}\n[auth]\napi_keys_env = \"{var}\"\nsend = \"anyone\"\n"
+    ))
+    .await;
     let mut batched = broker.connect("batch=1&channel=pretty").await;
     let mut publisher = broker.connect("").await;
     // A pretty-printed publish frame, as `JSON.stringify(frame, null, 2)` would send it.

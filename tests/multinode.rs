@@ -24,6 +24,9 @@ fn toml(node: &str, kind: &str, urls: &[String]) -> String {
 [node]
 id = "{node}"
 
+[auth]
+send = "anyone"
+
 [backends.main]
 kind = "{kind}"
 {address}
@@ -103,7 +106,8 @@ async fn cross_node_publish_and_send(a: &TestBroker, b: &TestBroker) {
     on_b.ok(json!({"op":"send","to":on_a.conn,"data":"back"})).await;
     assert_eq!(on_a.recv().await, json!({"op":"direct","from":on_b.conn,"data":"back"}));
     // A node nobody runs has no inbox subscriber: the connection is known not to exist.
-    on_a.error(json!({"op":"send","to":"ghost:1","data":"hello?"}), "not_found").await;
+    on_a.error(json!({"op":"send","to":"ghost:0123456789abcdef","data":"hello?"}), "not_found")
+        .await;
     // Order per publisher survives the trip through Redis.
     for i in 0..200 {
         on_a.send_json(json!({"op":"publish","channel":"room.1","data":i})).await;
@@ -264,7 +268,7 @@ async fn memory_bus_two_nodes_publish_and_send_across() {
     let bus = MemoryBus::new();
     let memory = |node: &str| {
         format!(
-            "[node]\nid = \"{node}\"\n[backends.bus]\nkind = \"memory\"\n[[routes]]\nmatch = \"room.{{room}}\"\nchannel = \"im:room:{{room}}\"\nsubscribe = \"anyone\"\npublish = \"anyone\"\n"
+            "[node]\nid = \"{node}\"\n[auth]\nsend = \"anyone\"\n[backends.bus]\nkind = \"memory\"\n[[routes]]\nmatch = \"room.{{room}}\"\nchannel = \"im:room:{{room}}\"\nsubscribe = \"anyone\"\npublish = \"anyone\"\n"
         )
     };
     let a = TestBroker::with_backends(

@@ -3,17 +3,24 @@
 
 mod common;
 
-use common::{TestBroker, OPEN_CONFIG};
+use common::TestBroker;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-/// An open config with a fixed node id, so connection ids can be checked exactly.
+/// The open config, where anonymous clients may `send` too (`auth.send` defaults to
+/// `authenticated`).
+const OPEN_CONFIG: &str = common::open_config!("[auth]\nsend = \"anyone\"\n");
+
+/// [`OPEN_CONFIG`] with a fixed node id, so connection ids can be checked exactly.
 const NODE_CONFIG: &str = common::open_config!(
     r#"
 [node]
 id = "proto-1"
+
+[auth]
+send = "anyone"
 "#
 );
 
@@ -36,17 +43,22 @@ async fn frames_before_pong(c: &mut common::Client, frame: &str, id: &str) -> Ve
 }
 
 #[tokio::test]
-async fn welcome_names_the_node_and_a_unique_connection_id() {
+async fn welcome_names_the_node_and_an_unguessable_connection_id() {
     let broker = TestBroker::start(NODE_CONFIG).await;
     let a = broker.connect("").await;
     let b = broker.connect("").await;
+    let mut keys = Vec::new();
     for c in [&a, &b] {
         assert_eq!(c.node, "proto-1");
-        let (node, n) = c.conn.rsplit_once(':').expect("conn is <node>:<n>");
+        let (node, random) = c.conn.rsplit_once(':').expect("conn is <node>:<random>");
         assert_eq!(node, "proto-1", "{}", c.conn);
-        n.parse::<u64>().unwrap_or_else(|_| panic!("conn number in {}", c.conn));
+        assert_eq!(random.len(), 16, "16 hex digits of randomness in {}", c.conn);
+        assert!(random.bytes().all(|d| d.is_ascii_hexdigit() && !d.is_ascii_uppercase()));
+        keys.push(u64::from_str_radix(random, 16).expect("hex"));
     }
     assert_ne!(a.conn, b.conn);
+    // Neither next to each other nor small: one id says nothing about the next.
+    assert!(keys[0].abs_diff(keys[1]) > 1_000_000, "{} then {}", a.conn, b.conn);
 
     // Without [node] id the broker makes one up; the conn id still starts with it.
     let generated = TestBroker::start(OPEN_CONFIG).await;
@@ -454,6 +466,9 @@ async fn rate_limited_publishes_over_the_burst() {
 [limits]
 publish_rate = 0.01
 publish_burst = 3
+
+[auth]
+send = "anyone"
 "#
     ))
     .await;
@@ -515,7 +530,20 @@ max_subscriptions = 2
 async fn not_found_for_unknown_and_malformed_connection_ids() {
     let broker = TestBroker::start(NODE_CONFIG).await;
     let mut c = broker.connect("").await;
-    for to in ["proto-1:999999", "proto-1:", "proto-1:abc", "proto-1:-1", "nocolon", ""] {
+    // Guessing the ids sequential numbering used to hand out, or any well-formed id, fails.
+    let upper = c.conn.to_uppercase().replace("PROTO", "proto");
+    for to in [
+        "proto-1:1",
+        "proto-1:2",
+        "proto-1:0000000000000001",
+        "proto-1:999999",
+        "proto-1:",
+        "proto-1:abc",
+        "proto-1:-1",
+        "nocolon",
+        "",
+        &upper,
+    ] {
         let e = c.error(json!({"op":"send","to":to,"data":1}), "not_found").await;
         assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{e}");
     }
@@ -525,6 +553,41 @@ async fn not_found_for_unknown_and_malformed_connection_ids() {
     gone.close().await;
     send_until_not_found(&mut c, &gone_id).await;
     drop(c);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscribe_and_unsubscribe_floods_are_rate_limited() {
+    let broker = TestBroker::start(common::open_config!(
+        r#"
+[limits]
+subscribe_rate = 0.01
+subscribe_burst = 4
+"#
+    ))
+    .await;
+    // Two of the four tokens go to ?channel= on connect.
+    let mut c = broker.connect("channel=q.1,q.2").await;
+    c.subscribe("s.1").await;
+    c.ok(json!({"op":"unsubscribe","channel":"q.1"})).await;
+    let e = c.error(json!({"op":"subscribe","channel":"s.2"}), "rate_limited").await;
+    assert!(e["message"].as_str().is_some_and(|m| m.contains("per second")), "{e}");
+    c.error(json!({"op":"unsubscribe","channel":"s.1"}), "rate_limited").await;
+    // The refused frames changed nothing: s.1 is still held, s.2 is not.
+    c.publish("s.1", json!("held")).await;
+    c.publish("s.2", json!("not held")).await;
+    assert_eq!(c.recv().await, json!({"op":"message","channel":"s.1","data":"held"}));
+    // Publishing has its own bucket, and the bucket is per connection.
+    let mut other = broker.connect("").await;
+    other.subscribe("s.2").await;
+    // A query string over the burst: the channels past it are refused one by one.
+    let mut q = broker.connect("channel=a.1,a.2,a.3,a.4,a.5,a.6").await;
+    for _ in 0..2 {
+        let e = q.recv().await;
+        assert_eq!((e["op"].as_str(), e["code"].as_str()), (Some("error"), Some("rate_limited")));
+    }
+    q.error(json!({"op":"subscribe","channel":"a.7"}), "rate_limited").await;
+    drop((c, other, q));
     broker.shutdown().await;
 }
 

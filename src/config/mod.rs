@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub max_frame_bytes: usize,
     pub outbound_queue: usize,
+    /// Bytes queued per connection; past either queue bound the connection is closed (4001).
+    pub outbound_queue_bytes: usize,
     pub shutdown_timeout: Duration,
     /// A connection silent this long is pinged; silent for another interval, it is closed.
     pub ping_interval: Duration,
@@ -67,6 +69,10 @@ pub struct LimitsConfig {
     pub max_subscriptions: usize,
     /// Deepest nesting of arrays and objects in published or sent `data`.
     pub max_data_depth: usize,
+    /// Subscribes and unsubscribes per second per connection.
+    pub subscribe_rate: f64,
+    /// Token-bucket size for subscribes and unsubscribes; `?channel=` draws on it too.
+    pub subscribe_burst: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -77,6 +83,28 @@ pub struct AuthConfig {
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub api_keys_env: Option<String>,
+    /// Who may `send` over WebSocket (the HTTP API is trusted by its key).
+    pub send: SendPermission,
+}
+
+/// `auth.send`: which WebSocket clients may `send` direct messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SendPermission {
+    Anyone,
+    /// Clients with a verified token; anonymous ones are refused.
+    #[default]
+    Authenticated,
+    Nobody,
+}
+
+impl SendPermission {
+    pub fn allows(self, user: Option<&str>) -> bool {
+        match self {
+            SendPermission::Anyone => true,
+            SendPermission::Authenticated => user.is_some(),
+            SendPermission::Nobody => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -279,6 +307,11 @@ impl Builder<'_> {
             )?,
             max_frame_bytes: self.positive(&s.max_frame_bytes, "server.max_frame_bytes", 65_536)?,
             outbound_queue: self.positive(&s.outbound_queue, "server.outbound_queue", 1024)?,
+            outbound_queue_bytes: self.positive(
+                &s.outbound_queue_bytes,
+                "server.outbound_queue_bytes",
+                1024 * 1024,
+            )?,
             ping_interval: Duration::from_millis(self.positive(
                 &s.ping_interval_ms,
                 "server.ping_interval_ms",
@@ -312,6 +345,8 @@ impl Builder<'_> {
                 1000,
             )?,
             max_data_depth: self.data_depth(&raw.limits.max_data_depth)?,
+            subscribe_rate: rate(&raw.limits.subscribe_rate, "limits.subscribe_rate", 100.0)?,
+            subscribe_burst: rate(&raw.limits.subscribe_burst, "limits.subscribe_burst", 1000.0)?,
         };
         let a = raw.auth;
         let jwt_sources =
@@ -330,6 +365,7 @@ impl Builder<'_> {
             jwt_issuer: a.jwt_issuer,
             jwt_audience: a.jwt_audience,
             api_keys_env: a.api_keys_env.map(Spanned::into_inner),
+            send: self.send_permission(&a.send)?,
         };
         let mut backends = Vec::new();
         for (name, b) in raw.backends {
@@ -345,6 +381,20 @@ impl Builder<'_> {
             backends,
             rules: Arc::new(rules),
         })
+    }
+
+    fn send_permission(&self, v: &Option<Spanned<String>>) -> Result<SendPermission, ConfigError> {
+        let Some(v) = v else { return Ok(SendPermission::default()) };
+        match v.get_ref().trim() {
+            "anyone" => Ok(SendPermission::Anyone),
+            "authenticated" => Ok(SendPermission::Authenticated),
+            "nobody" => Ok(SendPermission::Nobody),
+            other => self.err(
+                v.span(),
+                "auth.send",
+                format!("{other:?} is not one of: anyone, authenticated, nobody"),
+            ),
+        }
     }
 
     fn backend(&self, name: &str, b: Spanned<RawBackend>) -> Result<BackendConfig, ConfigError> {
@@ -627,6 +677,21 @@ mod tests {
         let c = Config::parse("big.toml", &toml).expect("10,000 routes load");
         println!("Config::parse of {} routes: {:?}", c.rules.routes().len(), started.elapsed());
         assert_eq!(c.rules.routes().len(), 10_002);
+    }
+
+    #[test]
+    fn new_bounds_have_defaults_and_located_errors() {
+        let c = Config::builtin().expect("default config");
+        assert_eq!(c.server.outbound_queue_bytes, 1024 * 1024);
+        assert_eq!((c.limits.subscribe_rate, c.limits.subscribe_burst), (100.0, 1000.0));
+        assert_eq!(c.auth.send, SendPermission::Authenticated);
+        let l = located("[auth]\nsend = \"everyone\"\n");
+        assert_eq!((l.line, l.column, l.key.as_str()), (2, 8, "auth.send"));
+        assert!(l.message.contains("anyone, authenticated, nobody"), "{}", l.message);
+        let l = located("[server]\noutbound_queue_bytes = 0\n");
+        assert_eq!((l.line, l.key.as_str()), (2, "server.outbound_queue_bytes"));
+        let l = located("[limits]\nsubscribe_rate = -1.0\n");
+        assert_eq!((l.line, l.key.as_str()), (2, "limits.subscribe_rate"));
     }
 
     #[test]

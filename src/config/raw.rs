@@ -36,6 +36,7 @@ pub struct RawServer {
     pub max_connections: Option<Spanned<u64>>,
     pub max_frame_bytes: Option<Spanned<u64>>,
     pub outbound_queue: Option<Spanned<u64>>,
+    pub outbound_queue_bytes: Option<Spanned<u64>>,
     pub shutdown_timeout_ms: Option<Spanned<u64>>,
     pub ping_interval_ms: Option<Spanned<u64>>,
     pub header_timeout_ms: Option<Spanned<u64>>,
@@ -51,6 +52,8 @@ pub struct RawLimits {
     pub publish_burst: Option<Spanned<f64>>,
     pub max_subscriptions: Option<Spanned<u64>>,
     pub max_data_depth: Option<Spanned<u64>>,
+    pub subscribe_rate: Option<Spanned<f64>>,
+    pub subscribe_burst: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -62,6 +65,7 @@ pub struct RawAuth {
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub api_keys_env: Option<Spanned<String>>,
+    pub send: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

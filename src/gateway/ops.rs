@@ -6,6 +6,8 @@ use serde_json::value::RawValue;
 
 use crate::broker::{Broker, Live};
 use crate::channel::ChannelName;
+use crate::config::SendPermission;
+use crate::hub::ConnKey;
 use crate::protocol::{encode, ErrorCode};
 
 /// A refused operation, as the client will read it.
@@ -102,7 +104,39 @@ pub async fn publish(
     result.map(|_| ()).map_err(|e| OpError::new(ErrorCode::Unavailable, e.to_string()))
 }
 
-/// Sends `data` to connection `to` (`<node>:<number>`) on any node.
+/// Hex digits of the random part of a connection id.
+const CONN_DIGITS: usize = 16;
+
+/// The id clients see for connection `key` on `node`: `<node>:<16 hex digits>`.
+pub fn conn_id(node: &str, key: ConnKey) -> String {
+    format!("{node}:{key:0width$x}", width = CONN_DIGITS)
+}
+
+/// Splits a connection id into its node and key; None unless it is exactly what [`conn_id`]
+/// makes (node ids never contain `:`).
+pub fn parse_conn_id(id: &str) -> Option<(&str, ConnKey)> {
+    let (node, key) = id.rsplit_once(':')?;
+    let canonical = key.len() == CONN_DIGITS
+        && key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if node.is_empty() || !canonical {
+        return None;
+    }
+    ConnKey::from_str_radix(key, 16).ok().map(|k| (node, k))
+}
+
+/// Whether a WebSocket client may `send` at all (`auth.send`); the HTTP API is not asked.
+pub fn may_send(permission: SendPermission, user: Option<&str>) -> Result<(), OpError> {
+    if permission.allows(user) {
+        return Ok(());
+    }
+    let who = match user {
+        Some(u) => format!("user {u:?}"),
+        None => "anonymous clients".to_string(),
+    };
+    Err(OpError::new(ErrorCode::Forbidden, format!("send is not allowed for {who}")))
+}
+
+/// Sends `data` to connection `to` (`<node>:<16 hex digits>`) on any node.
 pub async fn send(
     broker: &Broker,
     from: &str,
@@ -112,8 +146,7 @@ pub async fn send(
 ) -> Result<(), OpError> {
     valid_data(data, &broker.live.load())?;
     let not_found = || OpError::new(ErrorCode::NotFound, format!("no connection {to:?}"));
-    let (node, number) = to.rsplit_once(':').ok_or_else(not_found)?;
-    let number: u64 = number.parse().map_err(|_| not_found())?;
+    let (node, number) = parse_conn_id(to).ok_or_else(not_found)?;
     // No size check here: `data` is part of a WebSocket frame or an API body, and both are
     // already bounded by server.max_frame_bytes.
     let frame = encode::direct(from, data.get(), user);
@@ -121,5 +154,38 @@ pub async fn send(
         Ok(true) => Ok(()),
         Ok(false) => Err(not_found()),
         Err(e) => Err(OpError::new(ErrorCode::Unavailable, e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_round_trip_and_nothing_else_parses() {
+        let id = conn_id("node-1", 0x00ab_cdef_0123_4567);
+        assert_eq!(id, "node-1:00abcdef01234567");
+        assert_eq!(parse_conn_id(&id), Some(("node-1", 0x00ab_cdef_0123_4567)));
+        for bad in [
+            "node-1:1",
+            "node-1:00ABCDEF01234567",
+            "node-1:+0abcdef01234567",
+            "node-1:00abcdef012345678",
+            ":00abcdef01234567",
+            "00abcdef01234567",
+            "node-1:00abcdef0123456g",
+        ] {
+            assert_eq!(parse_conn_id(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn send_permission_refuses_with_forbidden() {
+        assert!(may_send(SendPermission::Anyone, None).is_ok());
+        assert!(may_send(SendPermission::Authenticated, Some("alice")).is_ok());
+        let e = may_send(SendPermission::Authenticated, None).expect_err("anonymous");
+        assert_eq!(e.code, ErrorCode::Forbidden);
+        let e = may_send(SendPermission::Nobody, Some("alice")).expect_err("nobody");
+        assert_eq!(e.code, ErrorCode::Forbidden);
     }
 }

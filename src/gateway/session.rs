@@ -21,10 +21,11 @@ use crate::auth::{Identity, TokenError};
 use crate::broker::Broker;
 use crate::channel::ChannelName;
 use crate::hub::{ConnKey, TopicKey};
-use crate::outbox::Outbox;
+use crate::outbox::{Duty, Outbox, Written};
 use crate::protocol::{self, encode, ClientOp, ErrorCode};
 
-/// How long a closing connection may take to take its last bytes.
+/// How long a closing connection may take to take its last bytes (and, after the close frame,
+/// to close its side); a client stuck longer is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Failed `?channel=` entries answered one by one; the rest are summed up in one error.
 const QUERY_ERRORS_SHOWN: usize = 16;
@@ -155,6 +156,7 @@ async fn run(broker: Arc<Broker>, on_upgrade: OnUpgrade, params: Params) {
     drop(parts.read_buf);
     let mut session = Session::new(broker, params.identity, params.batch, stream.clone());
     session.serve(&stream, read_buf, params.channels).await;
+    drop(stream);
     session.cleanup().await;
 }
 
@@ -207,16 +209,36 @@ impl Keepalive {
     }
 }
 
-/// Publish tokens per connection (token bucket, refilled from the live limits).
+/// A token bucket per connection; the rate and burst come from the live limits at each take,
+/// so a reload applies at once.
 struct Bucket {
     tokens: f64,
     last: Instant,
 }
 
+impl Bucket {
+    fn full(burst: f64) -> Bucket {
+        Bucket { tokens: burst, last: Instant::now() }
+    }
+
+    /// Takes one token; false when the bucket is empty.
+    fn take(&mut self, rate: f64, burst: f64) -> bool {
+        let now = Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(burst);
+        self.last = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
 struct Session {
     broker: Arc<Broker>,
     key: ConnKey,
-    /// The connection id clients see: `<node>:<number>`.
+    /// The connection id clients see: `<node>:<16 hex digits of the key>`.
     id: String,
     user: Option<Arc<str>>,
     expires_at: Option<SystemTime>,
@@ -225,9 +247,15 @@ struct Session {
     subscriptions: HashMap<ChannelName, TopicKey>,
     /// How many of this connection's client channels share each topic.
     topic_refs: HashMap<TopicKey, usize>,
-    bucket: Bucket,
+    /// Publishes and sends.
+    publish_bucket: Bucket,
+    /// Subscribes and unsubscribes, `?channel=` included.
+    subscribe_bucket: Bucket,
     reader: FrameReader,
-    write_buf: Vec<u8>,
+    /// The session owns the socket's write side (see `outbox`): it waits for `writable()`.
+    writing: bool,
+    /// Set once the close frame is queued: past it, the socket is dropped unwritten.
+    close_by: Option<tokio::time::Instant>,
 }
 
 impl Session {
@@ -237,13 +265,20 @@ impl Session {
         batch: bool,
         socket: Arc<TcpStream>,
     ) -> Session {
-        let key = broker.next_conn();
-        let id = format!("{}:{}", broker.node, key);
-        let outbox = Arc::new(Outbox::new(broker.server.outbound_queue, batch, Some(socket)));
-        broker.hub.register(key, outbox.clone());
+        let outbox = Outbox::new(broker.server.outbound_queue, batch, Some(socket))
+            .with_max_bytes(broker.server.outbound_queue_bytes);
+        let outbox = Arc::new(outbox);
+        // 64 random bits collide with a live connection next to never; a collision re-draws.
+        let key = loop {
+            let key = broker.next_conn();
+            if broker.hub.register(key, outbox.clone()) {
+                break key;
+            }
+        };
+        let id = ops::conn_id(&broker.node, key);
         broker.metrics.connections.increment(1.0);
         broker.metrics.connections_total.increment(1);
-        let burst = broker.live.load().limits.publish_burst;
+        let limits = broker.live.load().limits.clone();
         let reader = FrameReader::new(broker.server.max_frame_bytes);
         Session {
             broker,
@@ -254,9 +289,11 @@ impl Session {
             outbox,
             subscriptions: HashMap::new(),
             topic_refs: HashMap::new(),
-            bucket: Bucket { tokens: burst, last: Instant::now() },
+            publish_bucket: Bucket::full(limits.publish_burst),
+            subscribe_bucket: Bucket::full(limits.subscribe_burst),
             reader,
-            write_buf: Vec::new(),
+            writing: false,
+            close_by: None,
         }
     }
 
@@ -269,11 +306,15 @@ impl Session {
         self.reply(encode::error(id, code, message));
     }
 
-    async fn serve(&mut self, stream: &TcpStream, mut read_buf: BytesMut, channels: Vec<String>) {
-        self.reply(encode::welcome(&self.id, &self.broker.node));
+    /// Subscribes the `?channel=` list, answering failures (each draws a subscribe token).
+    async fn join(&mut self, channels: Vec<String>) {
         let mut failed = 0;
         for channel in &channels {
-            if let Err(e) = self.subscribe(channel).await {
+            let subscribed = match self.take_subscribe_token() {
+                Ok(()) => self.subscribe(channel).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = subscribed {
                 failed += 1;
                 // A long bad list must not fill the outbox before the client can read it.
                 if failed <= QUERY_ERRORS_SHOWN {
@@ -286,6 +327,11 @@ impl Session {
             let message = format!("{more} more channels in ?channel= failed");
             self.reply_error(None, ErrorCode::BadRequest, &message);
         }
+    }
+
+    async fn serve(&mut self, stream: &TcpStream, mut read_buf: BytesMut, channels: Vec<String>) {
+        self.reply(encode::welcome(&self.id, &self.broker.node));
+        self.join(channels).await;
         let shutdown = self.broker.shutdown.clone();
         let mut rules_version = self.broker.rules_version.subscribe();
         let expiry = self.expires_at.map(|t| {
@@ -297,9 +343,12 @@ impl Session {
         let mut alive = Keepalive::new(self.broker.server.ping_interval);
         let keepalive = tokio::time::sleep(self.broker.server.ping_interval);
         tokio::pin!(keepalive);
+        let close_timer = tokio::time::sleep_until(far_future());
+        tokio::pin!(close_timer);
         // Frames the client sent together with the upgrade request arrive in hyper's buffer.
         let mut reading = read_buf.is_empty() || self.on_bytes(&mut read_buf).await;
         loop {
+            let closing = self.close_by.is_some();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled(), if !self.outbox.is_closing() => {
@@ -318,13 +367,20 @@ impl Session {
                         Tick::Dead => self.outbox.close(close::NORMAL, "ping timeout: nothing heard from the client"),
                     }
                 }
+                // The close frame could not get out in time: the client is stuck, drop it.
+                _ = &mut close_timer, if closing => return,
                 _ = self.outbox.ready() => {
-                    if let Flow::Closed = self.flush(stream).await {
+                    if let Some(at) = self.on_ready() {
+                        close_timer.as_mut().reset(at);
+                    }
+                }
+                writable = stream.writable(), if self.writing => {
+                    if let Flow::Closed = self.on_writable(stream, writable.is_ok()).await {
                         return;
                     }
                 }
-                Ok(()) = rules_version.changed() => self.revalidate().await,
-                readable = stream.readable(), if reading => {
+                Ok(()) = rules_version.changed(), if !closing => self.revalidate().await,
+                readable = stream.readable(), if reading && !closing => {
                     if readable.is_err() {
                         return;
                     }
@@ -344,6 +400,43 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// The outbox woke the session: a kick left bytes behind, or a close was requested.
+    /// Returns the deadline of the close frame when closing begins now.
+    fn on_ready(&mut self) -> Option<tokio::time::Instant> {
+        match self.outbox.duty() {
+            Duty::Nothing => None,
+            Duty::Write => {
+                self.writing = true;
+                None
+            }
+            Duty::Close(_) => {
+                self.writing = true;
+                self.close_by = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                self.close_by
+            }
+        }
+    }
+
+    /// The socket can take bytes: one non-blocking write of the backlog. Once a close frame
+    /// is out, the connection ends.
+    async fn on_writable(&mut self, stream: &TcpStream, ok: bool) -> Flow {
+        if !ok {
+            return Flow::Closed;
+        }
+        match self.outbox.write(stream) {
+            Ok(Written::Blocked) => Flow::Continue,
+            Ok(Written::All) if self.close_by.is_some() => {
+                finish_close(stream).await;
+                Flow::Closed
+            }
+            Ok(Written::All) => {
+                self.writing = false;
+                Flow::Continue
+            }
+            Err(_) => Flow::Closed,
         }
     }
 
@@ -393,19 +486,31 @@ impl Session {
                 self.reply(encode::pong(id));
                 return;
             }
-            ClientOp::Subscribe { channel } => self.subscribe(&channel).await,
-            ClientOp::Unsubscribe { channel } => self.unsubscribe(&channel).await,
-            ClientOp::Publish { channel, data } => match self.take_token() {
+            ClientOp::Subscribe { channel } => match self.take_subscribe_token() {
+                Ok(()) => self.subscribe(&channel).await,
+                Err(e) => Err(e),
+            },
+            ClientOp::Unsubscribe { channel } => match self.take_subscribe_token() {
+                Ok(()) => self.unsubscribe(&channel).await,
+                Err(e) => Err(e),
+            },
+            ClientOp::Publish { channel, data } => match self.take_publish_token() {
                 Ok(()) => {
                     let caller = Caller::Client { user: self.user.as_deref() };
                     ops::publish(&self.broker, caller, &channel, data).await
                 }
                 Err(e) => Err(e),
             },
-            ClientOp::Send { to, data } => match self.take_token() {
-                Ok(()) => ops::send(&self.broker, &self.id, self.user.as_deref(), &to, data).await,
-                Err(e) => Err(e),
-            },
+            ClientOp::Send { to, data } => {
+                match ops::may_send(self.broker.send_permission(), self.user.as_deref())
+                    .and_then(|()| self.take_publish_token())
+                {
+                    Ok(()) => {
+                        ops::send(&self.broker, &self.id, self.user.as_deref(), &to, data).await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
         };
         match result {
             Ok(()) if id.is_some() => self.reply(encode::ok(id)),
@@ -414,20 +519,24 @@ impl Session {
         }
     }
 
-    fn take_token(&mut self) -> Result<(), OpError> {
-        let live = self.broker.live.load();
-        let now = Instant::now();
-        let refill = now.duration_since(self.bucket.last).as_secs_f64() * live.limits.publish_rate;
-        self.bucket.tokens = (self.bucket.tokens + refill).min(live.limits.publish_burst);
-        self.bucket.last = now;
-        if self.bucket.tokens < 1.0 {
-            return Err(OpError::new(
-                ErrorCode::RateLimited,
-                format!("over {} publishes per second", live.limits.publish_rate),
-            ));
+    fn take_publish_token(&mut self) -> Result<(), OpError> {
+        let limits = &self.broker.live.load().limits;
+        if self.publish_bucket.take(limits.publish_rate, limits.publish_burst) {
+            return Ok(());
         }
-        self.bucket.tokens -= 1.0;
-        Ok(())
+        let message = format!("over {} publishes per second", limits.publish_rate);
+        Err(OpError::new(ErrorCode::RateLimited, message))
+    }
+
+    /// Every subscribe or unsubscribe may cost a backend command, so they are paced too.
+    fn take_subscribe_token(&mut self) -> Result<(), OpError> {
+        let limits = &self.broker.live.load().limits;
+        if self.subscribe_bucket.take(limits.subscribe_rate, limits.subscribe_burst) {
+            return Ok(());
+        }
+        let message =
+            format!("over {} subscribes and unsubscribes per second", limits.subscribe_rate);
+        Err(OpError::new(ErrorCode::RateLimited, message))
     }
 
     async fn subscribe(&mut self, channel: &str) -> Result<(), OpError> {
@@ -539,50 +648,9 @@ impl Session {
         }
     }
 
-    /// Writes what the outbox handed over (a kick could not write it all, or a close came);
-    /// on a close request, the close frame too, and ends.
-    async fn flush(&mut self, stream: &TcpStream) -> Flow {
-        loop {
-            self.write_buf.clear();
-            let close = self.outbox.take(&mut self.write_buf);
-            if let Some(c) = close {
-                self.write_buf.extend_from_slice(&wsframe::close_frame(c.code, &c.reason));
-                let _ = tokio::time::timeout(CLOSE_GRACE, write_all(stream, &self.write_buf)).await;
-                finish_close(stream).await;
-                return Flow::Closed;
-            }
-            if !self.write_buf.is_empty() && !self.write_until_closing(stream).await {
-                return Flow::Closed;
-            }
-            if self.write_buf.capacity() > 1024 * 1024 {
-                self.write_buf = Vec::new();
-            }
-            if !self.outbox.done_writing() {
-                return Flow::Continue;
-            }
-        }
-    }
-
-    /// Writes `write_buf`; gives up when the socket fails, or when the outbox was closed while
-    /// the socket would not take bytes (a slow consumer) and stays stuck past the grace time.
-    async fn write_until_closing(&mut self, stream: &TcpStream) -> bool {
-        let mut deadline: Option<tokio::time::Instant> = None;
-        let write = write_all(stream, &self.write_buf);
-        tokio::pin!(write);
-        loop {
-            tokio::select! {
-                r = &mut write => return r.is_ok(),
-                _ = self.outbox.closing(), if deadline.is_none() => {
-                    deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
-                }
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                    return false;
-                }
-            }
-        }
-    }
-
     async fn cleanup(&mut self) {
+        // Let go of the socket first: the backend calls below may take a while.
+        self.outbox.detach();
         let keys: Vec<TopicKey> = self.topic_refs.drain().map(|(k, _)| k).collect();
         for key in keys {
             self.broker.hub.unsubscribe(&key, self.key).await;
@@ -590,28 +658,12 @@ impl Session {
         self.broker.metrics.subscriptions.decrement(self.subscriptions.len() as f64);
         self.subscriptions.clear();
         self.broker.hub.deregister(self.key);
-        self.outbox.detach();
         self.broker.metrics.connections.decrement(1.0);
     }
 }
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
-}
-
-/// Writes all of `buf` through a shared socket.
-async fn write_all(stream: &TcpStream, buf: &[u8]) -> std::io::Result<()> {
-    let mut written = 0;
-    while written < buf.len() {
-        stream.writable().await?;
-        match stream.try_write(&buf[written..]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// After the close frame: stop sending, and read (and drop) what the client still sends until
