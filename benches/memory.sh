@@ -20,8 +20,19 @@ broker=$!
 trap 'kill $broker 2>/dev/null || true; rm -f "$cfg"' EXIT
 until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.1; done
 rss() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$broker/status"; }
+# RSS split into heap and other private memory (anon) and mapped code (file): code pages first
+# touched by the burst stay resident without being memory the broker holds on to.
+parts() { awk '/RssAnon|RssFile/ {printf "%s %.1f MiB  ", $1, $2 / 1024}' "/proc/$broker/status"; }
 sleep 2
+cold=$(rss)
+echo "idle, cold: $(parts)"
+# A few connections first, so the baseline includes what any broker that has served traffic
+# holds (allocator caches and arenas of every worker thread, code paths paged in).
+target/release/switchyard-load --url "ws://127.0.0.1:$port/ws" connections --connections 200 \
+    --hold 3 >/dev/null
+sleep 3
 base=$(rss)
+echo "idle, warm: $(parts)"
 report=$(mktemp)
 target/release/switchyard-load --url "ws://127.0.0.1:$port/ws" --source-addrs 2 \
     connections --connections "$n" --hold 9 --pid "$broker" --json "$report" >/dev/null
@@ -38,9 +49,11 @@ for t in 5 10 15 20 25 30; do
     echo "t=${t}s after close: rss=$(rss) MiB"
 done
 after=$(rss)
-python3 - "$base" "$peak" "$after" <<'PY'
+echo "30 s after close: $(parts)"
+python3 - "$cold" "$base" "$peak" "$after" <<'PY'
 import sys
-base, peak, after = map(float, sys.argv[1:])
-print(f"idle baseline {base:.1f} MiB; just after close {peak:.1f} MiB; 30 s later {after:.1f} MiB "
-      f"({100 * (after - base) / base:+.0f}% of the baseline)")
+cold, base, peak, after = map(float, sys.argv[1:])
+print(f"idle baseline {cold:.1f} MiB cold, {base:.1f} MiB warm; just after close {peak:.1f} MiB; "
+      f"30 s later {after:.1f} MiB ({100 * (after - base) / base:+.0f}% of the warm baseline, "
+      f"{100 * (after - cold) / cold:+.0f}% of the cold one)")
 PY

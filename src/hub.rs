@@ -79,6 +79,14 @@ fn kick_all(touched: &mut Vec<Arc<Outbox>>) {
     }
 }
 
+/// After a burst a table would keep its peak size for good; give most of it back once it is
+/// mostly empty (shrinking at a quarter full to half keeps removals amortized O(1)).
+fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 1024 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 /// The inbox channel of node `node`: under the reserved prefix, so no route can produce it
 /// and no client can read or write another connection's `send` traffic.
 pub fn inbox_channel(node: &str) -> String {
@@ -275,7 +283,9 @@ impl Hub {
     }
 
     pub fn deregister(&self, conn: ConnKey) {
-        self.connections.write().unwrap_or_else(|e| e.into_inner()).remove(&conn);
+        let mut connections = self.connections.write().unwrap_or_else(|e| e.into_inner());
+        connections.remove(&conn);
+        shrink_if_sparse(&mut connections);
     }
 
     pub fn connection_count(&self) -> usize {
@@ -367,6 +377,7 @@ impl Hub {
             if let Some(current) = topics.get(key) {
                 if Arc::ptr_eq(current, topic) {
                     topics.remove(key);
+                    shrink_if_sparse(&mut topics);
                 }
             }
         }

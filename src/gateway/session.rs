@@ -384,12 +384,7 @@ impl Session {
                     if readable.is_err() {
                         return;
                     }
-                    // The buffer exists only while a frame is being read, so idle
-                    // connections hold none.
-                    if read_buf.capacity() - read_buf.len() < 512 {
-                        read_buf.reserve(4096);
-                    }
-                    match stream.try_read_buf(&mut read_buf) {
+                    match read_some(stream, &mut read_buf) {
                         Ok(0) => return,
                         Ok(_) => {
                             alive.heard(tokio::time::Instant::now());
@@ -660,6 +655,20 @@ impl Session {
         self.broker.hub.deregister(self.key);
         self.broker.metrics.connections.decrement(1.0);
     }
+}
+
+/// Size of one read from the socket.
+const READ_CHUNK: usize = 8192;
+
+/// Reads what the socket has (up to one chunk) and appends exactly that to `buf`. The read goes
+/// through a stack buffer so `buf` grows only by bytes that arrived: an idle connection that
+/// answers a ping allocates a few bytes for its pong, not a reserved 4 KiB block, and a frame
+/// header never makes the broker reserve the length it declares.
+fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let n = stream.try_read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
 }
 
 fn far_future() -> tokio::time::Instant {
