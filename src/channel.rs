@@ -1,6 +1,6 @@
 //! Channel names: the validated newtype every layer passes around instead of `String`.
 //!
-//! Syntax (PRODUCT.md §2): 1 to 255 bytes of `A-Z a-z 0-9 . _ - : @`, segments separated by
+//! Syntax (docs/protocol.md): 1 to 255 bytes of `A-Z a-z 0-9 . _ - : @`, segments separated by
 //! `.`, no empty segment.
 
 use std::fmt;

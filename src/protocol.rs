@@ -1,4 +1,4 @@
-//! Wire frames of the client protocol (PRODUCT.md §2): decoding client frames and encoding
+//! Wire frames of the client protocol (docs/protocol.md): decoding client frames and encoding
 //! server frames.
 //!
 //! Decoding borrows from the received text and keeps `data` as raw JSON, so a publish is never

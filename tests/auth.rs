@@ -110,10 +110,18 @@ async fn forged_expired_and_garbage_tokens_get_401_before_the_upgrade() {
     .expect("encode");
     assert_eq!(refused_status(&broker.url(&format!("/ws?token={no_sub}"))).await, 401);
     // The 401 body says why, as JSON.
+    let body = refusal_body(&broker, &expired).await;
+    assert_eq!(body["code"], "unauthorized");
+    assert!(body["message"].as_str().unwrap_or("").contains("expired"), "{body}");
+    broker.shutdown().await;
+}
+
+/// Asks for an upgrade with `token`, asserts it is refused with 401, and returns the JSON body.
+async fn refusal_body(broker: &TestBroker, token: &str) -> Value {
     let (status, body) = common::http(
         broker.addr,
         "GET",
-        &format!("/ws?token={expired}"),
+        &format!("/ws?token={token}"),
         &[
             ("Upgrade", "websocket"),
             ("Connection", "Upgrade"),
@@ -123,11 +131,8 @@ async fn forged_expired_and_garbage_tokens_get_401_before_the_upgrade() {
         "",
     )
     .await;
-    assert_eq!(status, 401);
-    let body: Value = serde_json::from_str(&body).expect("JSON body");
-    assert_eq!(body["code"], "unauthorized");
-    assert!(body["message"].as_str().unwrap_or("").contains("expired"), "{body}");
-    broker.shutdown().await;
+    assert_eq!(status, 401, "{body}");
+    serde_json::from_str(&body).expect("JSON body")
 }
 
 #[tokio::test]
@@ -136,21 +141,7 @@ async fn token_not_valid_yet_gets_401_and_says_so() {
     let key = EncodingKey::from_secret(SECRET.as_bytes());
     let later = encode(&Header::default(), &json!({"sub":"alice","nbf": now() + 60}), &key)
         .expect("encode");
-    let (status, body) = common::http(
-        broker.addr,
-        "GET",
-        &format!("/ws?token={later}"),
-        &[
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Version", "13"),
-            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ],
-        "",
-    )
-    .await;
-    assert_eq!(status, 401);
-    let body: Value = serde_json::from_str(&body).expect("JSON body");
+    let body = refusal_body(&broker, &later).await;
     assert!(body["message"].as_str().unwrap_or("").contains("nbf"), "{body}");
     let valid_now =
         encode(&Header::default(), &json!({"sub":"alice","nbf": now() - 1}), &key).expect("encode");

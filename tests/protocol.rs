@@ -1,4 +1,4 @@
-//! The client protocol of PRODUCT.md §2 over real sockets: every client frame, every server
+//! The client protocol of docs/protocol.md over real sockets: every client frame, every server
 //! frame, `id` echo, and every error code that applies without auth.
 
 mod common;

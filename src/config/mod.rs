@@ -1,4 +1,4 @@
-//! Configuration: one TOML file (PRODUCT.md §4), read into [`Config`].
+//! Configuration: one TOML file (docs/config.md), read into [`Config`].
 //!
 //! Unknown keys are errors, and every error names the file, line, column and key
 //! ([`ConfigError`]). The commented built-in default lives in `config/default.toml` and is
