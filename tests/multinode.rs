@@ -285,3 +285,44 @@ async fn memory_bus_two_nodes_publish_and_send_across() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// On Redis, `send` between nodes travels on the target node's inbox channel. With a catch-all
+/// route that carries every client channel under its own name, no client channel reaches that
+/// inbox: the old inbox name is an ordinary channel, and the reserved name is not a channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_channel_reads_a_node_inbox_on_redis() {
+    let redis = RedisServer::start();
+    let open = |node: &str| {
+        format!(
+            "[node]\nid = \"{node}\"\n[auth]\nsend = \"anyone\"\n[backends.main]\nkind = \"redis\"\n\
+             url = \"{}\"\n[[routes]]\nmatch = \"**\"\nsubscribe = \"anyone\"\npublish = \"anyone\"\n",
+            redis.url()
+        )
+    };
+    let a = TestBroker::start(&open("a")).await;
+    let b = TestBroker::start(&open("b")).await;
+    let mut target = b.connect("").await;
+    let mut spy = a.connect("").await;
+    for reserved in ["#switchyard:inbox:b", "#switchyard:inbox:a"] {
+        spy.error(json!({"op":"subscribe","channel":reserved}), "invalid_channel").await;
+    }
+    for lookalike in ["switchyard:inbox:b", "switchyard.inbox.b", "inbox.b"] {
+        spy.subscribe(lookalike).await;
+    }
+    for broker in [&a, &b] {
+        let addr = broker.addr;
+        eventually("the node is ready", || async move {
+            common::http(addr, "GET", "/readyz", &[], "").await.0 == 200
+        })
+        .await;
+    }
+    let mut sender = a.connect("").await;
+    sender.ok(json!({"op":"send","to":target.conn,"data":"secret"})).await;
+    assert_eq!(target.recv().await, json!({"op":"direct","from":sender.conn,"data":"secret"}));
+    // The spy's next frame is the sentinel published after the send: nothing came before it.
+    sender.publish("switchyard:inbox:b", json!("sentinel")).await;
+    let first = spy.recv().await;
+    assert_eq!(first["data"], "sentinel", "the spy saw inbox traffic: {first}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
