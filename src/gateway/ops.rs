@@ -92,16 +92,18 @@ pub async fn publish(
     valid_data(data, &live)?;
     let backend = resolved.route.backend;
     let backend_channel = resolved.backend_channel(&name);
-    if let Some(c) = live.published.get(resolved.route.index) {
-        c.increment(1);
-    }
     let frame = encode::message(name.as_str(), data.get(), caller.user());
     let started = Instant::now();
     let result = broker.hub.publish(backend, &backend_channel, frame).await;
     if let Some(h) = broker.publish_latency.get(backend) {
         h.record(started.elapsed().as_secs_f64());
     }
-    result.map(|_| ()).map_err(|e| OpError::new(ErrorCode::Unavailable, e.to_string()))
+    result.map_err(|e| OpError::new(ErrorCode::Unavailable, e.to_string()))?;
+    // Counted once the backend took it: refused and unavailable publishes are not traffic.
+    if let Some(c) = live.published.get(resolved.route.index) {
+        c.increment(1);
+    }
+    Ok(())
 }
 
 /// Hex digits of the random part of a connection id.
