@@ -4,28 +4,24 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::config::Config;
 
-/// How often the file's metadata is checked.
+/// How often the file is read and compared.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-#[derive(PartialEq, Eq, Clone, Copy)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
-    Some(Stamp { modified: m.modified().ok(), len: m.len() })
+/// The file's bytes, or None while it cannot be read. Compared by content rather than by
+/// modification time and length: an edit that keeps the length within the clock's resolution
+/// (or a copy that keeps the mtime) would otherwise go unnoticed.
+fn contents(path: &Path) -> Option<Vec<u8>> {
+    std::fs::read(path).ok()
 }
 
 /// Watches `path` until the broker shuts down.
 pub async fn watch(broker: Arc<Broker>, path: PathBuf) {
-    let mut last = stamp(&path);
+    let mut last = contents(&path);
     let mut hangup = hangup_signal();
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -35,7 +31,7 @@ pub async fn watch(broker: Arc<Broker>, path: PathBuf) {
             _ = tick.tick() => false,
             _ = recv(&mut hangup) => true,
         };
-        let now = stamp(&path);
+        let now = contents(&path);
         if !forced && now == last {
             continue;
         }

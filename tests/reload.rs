@@ -130,3 +130,30 @@ async fn limits_reload_too() {
     assert_eq!(answer["code"], "rate_limited", "{answer}");
     broker.shutdown().await;
 }
+
+/// An edit is noticed by content: same length, and the modification time put back as it was.
+#[tokio::test]
+async fn an_edit_that_keeps_length_and_mtime_is_still_picked_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("switchyard.toml");
+    let broker = start(&path, &rules("nobody", "")).await;
+    let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).expect("mtime");
+    let mut c = broker.connect("").await;
+    c.error(json!({"op":"subscribe","channel":"room.1"}), "forbidden").await;
+    let (before, after) = (rules("nobody", ""), rules("anyone", ""));
+    assert_eq!(before.len(), after.len());
+    std::fs::write(&path, after).expect("rewrite");
+    let file = std::fs::File::options().write(true).open(&path).expect("open");
+    file.set_modified(mtime).expect("restore mtime");
+    drop(file);
+    for _ in 0..500 {
+        let answer = c.request(json!({"op":"subscribe","channel":"room.1"})).await;
+        if answer["op"] == "ok" {
+            broker.shutdown().await;
+            return;
+        }
+        assert_eq!(answer["code"], "forbidden", "{answer}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the same-length edit was never picked up");
+}
