@@ -131,7 +131,10 @@ impl RedisClusterBackend {
         channel: &str,
     ) -> Option<Arc<Publisher>> {
         let pubs = routing.publishers.get(addr)?;
-        pubs.get(usize::from(key_slot(channel.as_bytes())) % pubs.len()).cloned()
+        // No publisher started for this master (its spawns failed): the publish is refused as
+        // unavailable rather than dividing by zero.
+        let index = usize::from(key_slot(channel.as_bytes())).checked_rem(pubs.len())?;
+        pubs.get(index).cloned()
     }
 }
 
@@ -437,13 +440,17 @@ impl Manager {
                 let token = self.stop.child_token();
                 let pubs = (0..self.options.publisher_connections_per_master)
                     .filter_map(|_| {
-                        Publisher::spawn(
+                        let spawned = Publisher::spawn(
                             &endpoint,
                             &self.options.connection,
                             self.metrics.clone(),
                             token.clone(),
-                        )
-                        .ok()
+                        );
+                        spawned
+                            .inspect_err(|e| {
+                                tracing::error!(master = %addr, error = %e, "cannot start a publisher connection; publishes to this master answer unavailable");
+                            })
+                            .ok()
                     })
                     .collect();
                 self.publishers.insert(addr.clone(), (pubs, token));
