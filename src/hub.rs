@@ -212,8 +212,7 @@ impl Hub {
 
     /// Queues a frame to one local connection; false when it does not exist.
     pub fn push_to(&self, conn: ConnKey, frame: Bytes) -> bool {
-        let outbox = self.connections.read().unwrap_or_else(|e| e.into_inner()).get(&conn).cloned();
-        match outbox {
+        match self.outbox(conn) {
             Some(o) => {
                 match o.send(frame) {
                     Push::Queued | Push::First => self.metrics.delivered.increment(1),

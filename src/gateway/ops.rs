@@ -9,6 +9,7 @@ use crate::channel::ChannelName;
 use crate::config::SendPermission;
 use crate::hub::ConnKey;
 use crate::protocol::{encode, ErrorCode};
+use crate::routing::{Resolved, Rules};
 
 /// A refused operation, as the client will read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,12 +45,29 @@ pub fn parse_channel(channel: &str) -> Result<ChannelName, OpError> {
     ChannelName::parse(channel).map_err(|e| OpError::new(ErrorCode::InvalidChannel, e.to_string()))
 }
 
-pub fn forbidden(action: &str, channel: &ChannelName, user: Option<&str>) -> OpError {
-    let who = match user {
+/// Who was refused, as error messages name them.
+fn who(user: Option<&str>) -> String {
+    match user {
         Some(u) => format!("user {u:?}"),
         None => "anonymous clients".to_string(),
-    };
+    }
+}
+
+pub fn forbidden(action: &str, channel: &ChannelName, user: Option<&str>) -> OpError {
+    let who = who(user);
     OpError::new(ErrorCode::Forbidden, format!("{action} on {channel} is not allowed for {who}"))
+}
+
+/// The route `name` takes: `no_route` when none matches, `forbidden` when the route cannot
+/// carry this channel without sharing a backend channel with another (see `Resolved::refusal`).
+pub fn route<'r, 'c>(rules: &'r Rules, name: &'c ChannelName) -> Result<Resolved<'r, 'c>, OpError> {
+    let resolved = rules.resolve(name).ok_or_else(|| {
+        OpError::new(ErrorCode::NoRoute, format!("no route matches channel {name}"))
+    })?;
+    if let Some(why) = resolved.refusal() {
+        return Err(OpError::new(ErrorCode::Forbidden, format!("{name} is refused: {why}")));
+    }
+    Ok(resolved)
 }
 
 /// Refuses `data` that is not I-JSON, which subscribers' parsers might choke on.
@@ -67,12 +85,7 @@ pub async fn publish(
 ) -> Result<(), OpError> {
     let name = parse_channel(channel)?;
     let live = broker.live.load_full();
-    let resolved = live.rules.resolve(&name).ok_or_else(|| {
-        OpError::new(ErrorCode::NoRoute, format!("no route matches channel {name}"))
-    })?;
-    if let Some(why) = resolved.refusal() {
-        return Err(OpError::new(ErrorCode::Forbidden, format!("{name} is refused: {why}")));
-    }
+    let resolved = route(&live.rules, &name)?;
     if let Caller::Client { user } = caller {
         if !resolved.may_publish(user) {
             return Err(forbidden("publishing", &name, user));
@@ -131,11 +144,7 @@ pub fn may_send(permission: SendPermission, user: Option<&str>) -> Result<(), Op
     if permission.allows(user) {
         return Ok(());
     }
-    let who = match user {
-        Some(u) => format!("user {u:?}"),
-        None => "anonymous clients".to_string(),
-    };
-    Err(OpError::new(ErrorCode::Forbidden, format!("send is not allowed for {who}")))
+    Err(OpError::new(ErrorCode::Forbidden, format!("send is not allowed for {}", who(user))))
 }
 
 /// Sends `data` to connection `to` (`<node>:<16 hex digits>`) on any node.

@@ -540,12 +540,7 @@ impl Session {
             return Ok(());
         }
         let live = self.broker.live.load_full();
-        let resolved = live.rules.resolve(&name).ok_or_else(|| {
-            OpError::new(ErrorCode::NoRoute, format!("no route matches channel {name}"))
-        })?;
-        if let Some(why) = resolved.refusal() {
-            return Err(OpError::new(ErrorCode::Forbidden, format!("{name} is refused: {why}")));
-        }
+        let resolved = ops::route(&live.rules, &name)?;
         if !resolved.may_subscribe(self.user.as_deref()) {
             return Err(ops::forbidden("subscribing", &name, self.user.as_deref()));
         }
