@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use switchyard::gateway::wsframe::{self, FrameReader};
+use switchyard::protocol::wire::{self, FrameReader};
 use switchyard::protocol::{decode, encode, ClientOp};
 
 const SIZES: [usize; 3] = [32, 1024, 8192];
@@ -19,7 +19,7 @@ fn publish_frame(size: usize) -> String {
 
 /// A masked client frame carrying `payload`, as a browser sends it.
 fn masked(payload: &[u8]) -> Vec<u8> {
-    wsframe::encode_frame(true, wsframe::OP_TEXT, payload, Some([1, 2, 3, 4]))
+    wire::encode_frame(true, wire::OP_TEXT, payload, Some([1, 2, 3, 4]))
 }
 
 fn decode_publish(c: &mut Criterion) {
@@ -32,7 +32,7 @@ fn decode_publish(c: &mut Criterion) {
             let mut reader = FrameReader::new(1 << 20);
             b.iter(|| {
                 let mut buf = BytesMut::from(&wire[..]);
-                let Ok(Some(wsframe::Received::Text(text))) = reader.next(&mut buf) else {
+                let Ok(Some(wire::Received::Text(text))) = reader.next(&mut buf) else {
                     panic!("frame")
                 };
                 let text = std::str::from_utf8(&text).expect("utf8");
@@ -56,7 +56,7 @@ fn encode_message(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(size), &d, |b, d| {
             b.iter(|| {
                 let json = encode::message(black_box("room.42"), black_box(d), Some("alice"));
-                black_box(wsframe::text_frame(&json))
+                black_box(wire::text_frame(&json))
             })
         });
     }

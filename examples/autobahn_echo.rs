@@ -9,7 +9,7 @@
 
 use bytes::BytesMut;
 use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
-use switchyard::gateway::wsframe::{self, FrameReader, Received};
+use switchyard::protocol::wire::{self, FrameReader, Received};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -83,7 +83,7 @@ fn accept_key(head: &[u8]) -> Option<String> {
         let (name, value) = line.split_once(':')?;
         name.trim().eq_ignore_ascii_case("sec-websocket-key").then(|| value.trim())
     })?;
-    wsframe::valid_key(key.as_bytes()).then(|| derive_accept_key(key.as_bytes()))
+    wire::valid_key(key.as_bytes()).then(|| derive_accept_key(key.as_bytes()))
 }
 
 /// Echoes until the client closes, breaks the protocol or goes away.
@@ -116,27 +116,27 @@ fn answer(reader: &mut FrameReader, buf: &mut BytesMut, out: &mut Vec<u8>) -> bo
         match reader.next(buf) {
             Ok(None) => return true,
             Ok(Some(Received::Text(text))) => {
-                wsframe::put_header(out, wsframe::OP_TEXT, text.len());
+                wire::put_header(out, wire::OP_TEXT, text.len());
                 out.extend_from_slice(&text);
             }
             Ok(Some(Received::Binary(data))) => {
-                wsframe::put_header(out, wsframe::OP_BINARY, data.len());
+                wire::put_header(out, wire::OP_BINARY, data.len());
                 out.extend_from_slice(&data);
             }
             Ok(Some(Received::Ping(payload))) => {
-                out.extend_from_slice(&wsframe::control_frame(wsframe::OP_PONG, &payload));
+                out.extend_from_slice(&wire::control_frame(wire::OP_PONG, &payload));
             }
             Ok(Some(Received::Pong)) => {}
             Ok(Some(Received::Close(code))) => {
                 let close = match code {
-                    Some(code) => wsframe::close_frame(code, ""),
-                    None => wsframe::control_frame(wsframe::OP_CLOSE, b""),
+                    Some(code) => wire::close_frame(code, ""),
+                    None => wire::control_frame(wire::OP_CLOSE, b""),
                 };
                 out.extend_from_slice(&close);
                 return false;
             }
             Err(e) => {
-                out.extend_from_slice(&wsframe::close_frame(e.close_code(), &e.reason()));
+                out.extend_from_slice(&wire::close_frame(e.close_code(), &e.reason()));
                 return false;
             }
         }

@@ -14,7 +14,7 @@ use crate::config::AuthConfig;
 
 /// Who a connection is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// The token's `sub`; `None` for anonymous clients.
     pub user: Option<Arc<str>>,
     /// When the token expires; the connection is closed with 4003 then.
@@ -22,7 +22,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn anonymous() -> Identity {
+    pub(crate) fn anonymous() -> Identity {
         Identity::default()
     }
 }
@@ -42,7 +42,7 @@ pub enum AuthSetupError {
 
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     #[error("this broker has no JWT verification configured; connect without a token")]
     NotAccepted,
     #[error("token expired")]
@@ -61,14 +61,14 @@ struct Claims {
 }
 
 /// Verifies client tokens.
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     key: DecodingKey,
     validation: Validation,
 }
 
 impl Authenticator {
     /// Builds the verifier the config asks for; `None` when JWT is not configured.
-    pub fn from_config(cfg: &AuthConfig) -> Result<Option<Authenticator>, AuthSetupError> {
+    pub(crate) fn from_config(cfg: &AuthConfig) -> Result<Option<Authenticator>, AuthSetupError> {
         let (key, algorithm) = if let Some(var) = &cfg.jwt_hs256_secret_env {
             let secret = std::env::var(var).unwrap_or_default();
             if secret.is_empty() {
@@ -92,7 +92,7 @@ impl Authenticator {
     }
 
     /// An HS256 verifier with `secret` (the config's issuer and audience apply).
-    pub fn hs256(secret: &[u8], cfg: &AuthConfig) -> Authenticator {
+    pub(crate) fn hs256(secret: &[u8], cfg: &AuthConfig) -> Authenticator {
         Authenticator::new(DecodingKey::from_secret(secret), Algorithm::HS256, cfg)
     }
 
@@ -115,7 +115,7 @@ impl Authenticator {
         Authenticator { key, validation }
     }
 
-    pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Identity, TokenError> {
         use jsonwebtoken::errors::ErrorKind;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
@@ -141,14 +141,14 @@ fn read_key(file: &str) -> Result<Vec<u8>, AuthSetupError> {
 
 /// Keys that authorize `/api/*` requests.
 #[derive(Default)]
-pub struct ApiKeys {
+pub(crate) struct ApiKeys {
     keys: Vec<Vec<u8>>,
 }
 
 impl ApiKeys {
     /// Reads comma-separated keys from the env var the config names; none configured: the API
     /// refuses every request.
-    pub fn from_config(cfg: &AuthConfig) -> Result<ApiKeys, AuthSetupError> {
+    pub(crate) fn from_config(cfg: &AuthConfig) -> Result<ApiKeys, AuthSetupError> {
         let Some(var) = &cfg.api_keys_env else {
             return Ok(ApiKeys::default());
         };
@@ -165,13 +165,13 @@ impl ApiKeys {
         Ok(ApiKeys { keys })
     }
 
-    pub fn is_configured(&self) -> bool {
+    pub(crate) fn is_configured(&self) -> bool {
         !self.keys.is_empty()
     }
 
     /// Whether `presented` is one of the keys, compared in constant time per key so the
     /// comparison does not leak how much of a key matched.
-    pub fn accepts(&self, presented: &str) -> bool {
+    pub(crate) fn accepts(&self, presented: &str) -> bool {
         let p = presented.as_bytes();
         self.keys.iter().fold(false, |found, k| found | constant_time_eq(k, p))
     }

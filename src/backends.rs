@@ -9,7 +9,7 @@ use crate::config::{BackendConfig, BackendKind};
 
 /// Builds one backend. Networked backends start even when their servers are unreachable: they
 /// report not ready and reconnect by themselves.
-pub async fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, BackendError> {
+pub(crate) async fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, BackendError> {
     match &config.kind {
         #[cfg(feature = "memory")]
         BackendKind::Memory => Ok(Arc::new(switchyard_memory::MemoryBackend::new())),

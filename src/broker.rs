@@ -1,67 +1,30 @@
-//! The broker: wires config, backends, hub and gateway together, and owns what they share.
+//! Starting, reloading and stopping a broker: the public entry points.
 //!
-//! [`Broker::start`] binds the listener and returns a [`BrokerHandle`] that reloads rules and
-//! shuts the broker down; the CLI and the integration tests use the same entry point.
+//! [`Broker::start`] builds the backends, the hub and the [`Node`] (the state connections
+//! share), binds the listener and returns a [`BrokerHandle`] that reloads rules and shuts the
+//! broker down; the CLI and the integration tests use the same entry point.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use metrics::{Counter, Histogram};
 use switchyard_backend::{Backend, BackendError};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::auth::{ApiKeys, AuthSetupError, Authenticator};
-use crate::config::{AuthConfig, BackendConfig, Config, LimitsConfig, ServerConfig};
+use crate::config::{AuthConfig, BackendConfig, Config};
+use crate::gateway::accept::OpenSockets;
 use crate::hub::{Hub, HubBackend};
 use crate::metrics::Metrics;
-use crate::routing::Rules;
+use crate::node::{Live, Node, Parts};
 
-/// What a reload can change: rules (routes, permissions, route limits) and connection limits.
-pub struct Live {
-    pub rules: Arc<Rules>,
-    pub limits: LimitsConfig,
-    /// `switchyard_messages_published_total` per route, by route index.
-    pub published: Vec<Counter>,
-}
-
-impl Live {
-    fn new(rules: Arc<Rules>, limits: LimitsConfig) -> Live {
-        let published =
-            rules.routes().iter().map(|r| Metrics::published(r.pattern.source())).collect();
-        Live { rules, limits, published }
-    }
-}
+/// Starts brokers; see [`Broker::start`].
+pub struct Broker(());
 
 /// Config sections a reload cannot apply.
 struct StartedWith {
     node_id: Option<String>,
+    server: crate::config::ServerConfig,
     auth: AuthConfig,
     backends: Vec<BackendConfig>,
-}
-
-/// State shared by every connection and request.
-pub struct Broker {
-    pub node: Arc<str>,
-    pub hub: Arc<Hub>,
-    pub live: ArcSwap<Live>,
-    pub server: ServerConfig,
-    pub auth: Option<Authenticator>,
-    pub api_keys: ApiKeys,
-    pub metrics: Metrics,
-    pub publish_latency: Vec<Histogram>,
-    pub shutdown: CancellationToken,
-    pub tracker: TaskTracker,
-    /// Bumped on every successful reload; sessions re-check their subscriptions.
-    pub rules_version: watch::Sender<u64>,
-    /// Accepted sockets not (yet) WebSocket sessions; with the hub's sessions they stay
-    /// within `server.max_connections`.
-    pub open_sockets: crate::gateway::accept::OpenSockets,
-    /// The restart-only parts the broker started with, so a reload can tell which edits wait
-    /// for a restart (`server` is above).
-    started: StartedWith,
 }
 
 /// Why the broker could not start.
@@ -103,84 +66,95 @@ impl Broker {
         config: Config,
         backends: Vec<Arc<dyn Backend>>,
     ) -> Result<BrokerHandle, StartError> {
-        let node: Arc<str> = Arc::from(config.node_id.clone().unwrap_or_else(generated_node_id));
+        let id: Arc<str> = Arc::from(config.node_id.clone().unwrap_or_else(generated_node_id));
         let auth = Authenticator::from_config(&config.auth)?;
         let api_keys = ApiKeys::from_config(&config.auth)?;
         // The recorder must exist before any handle is created, or the handles go nowhere.
         crate::metrics::prometheus();
         let metrics = Metrics::new();
-        let hub_backends: Vec<HubBackend> = config
-            .backends
-            .iter()
-            .zip(backends)
-            .map(|(c, backend)| HubBackend { name: c.name.clone(), backend })
-            .collect();
-        let publish_latency =
-            hub_backends.iter().map(|b| Metrics::publish_latency(&b.name)).collect();
-        // `send` travels on a networked backend when there is one: that is the one that
-        // reaches other nodes.
-        let inbox = config
-            .backends
-            .iter()
-            .position(|b| !matches!(b.kind, crate::config::BackendKind::Memory))
-            .or(if config.backends.is_empty() { None } else { Some(0) });
-        let hub = Arc::new(Hub::new(node.clone(), hub_backends, inbox, metrics.clone()));
-        let tracker = TaskTracker::new();
-        hub.start().await.map_err(|source| StartError::Backend { name: "inbox".into(), source })?;
-        let listener =
-            crate::gateway::accept::bind(config.server.listen, config.server.listen_backlog)
-                .map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
-        let broker = Arc::new(Broker {
-            node,
+        let hub = start_hub(&config, id.clone(), backends, metrics.clone()).await?;
+        let listen = config.server.listen;
+        let listener = crate::gateway::accept::bind(listen, config.server.listen_backlog)
+            .map_err(|source| StartError::Bind { addr: listen, source })?;
+        let addr =
+            listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+        let node = Arc::new(Node::new(Parts {
+            id,
             hub,
-            live: ArcSwap::from_pointee(Live::new(config.rules.clone(), config.limits.clone())),
+            live: Live::new(config.rules.clone(), config.limits.clone()),
             server: config.server.clone(),
             auth,
             api_keys,
+            send_permission: config.auth.send,
             metrics,
-            publish_latency,
-            shutdown: CancellationToken::new(),
-            tracker,
-            rules_version: watch::Sender::new(0),
-            open_sockets: Default::default(),
-            started: StartedWith {
-                node_id: config.node_id.clone(),
-                auth: config.auth.clone(),
-                backends: config.backends.clone(),
-            },
-        });
-        tracing::info!(node = %broker.node, %addr, "switchyard listening");
-        let server = tokio::spawn(crate::gateway::serve(broker.clone(), listener));
-        Ok(BrokerHandle { broker, addr, server })
+        }));
+        tracing::info!(node = %node.id(), %addr, "switchyard listening");
+        let open_sockets = OpenSockets::default();
+        let server =
+            tokio::spawn(crate::gateway::serve(node.clone(), listener, open_sockets.clone()));
+        let reloader = Reloader { node: node.clone(), started: Arc::new(StartedWith::of(&config)) };
+        let server = std::sync::Mutex::new(Some(server));
+        Ok(BrokerHandle { node, reloader, addr, server, open_sockets })
     }
+}
 
-    /// A candidate connection key: 64 random bits, so that connection ids cannot be guessed
-    /// from one another. The caller re-draws when the hub already has it (see `Hub::register`).
-    pub fn next_conn(&self) -> u64 {
-        rand::random::<u64>()
+/// The hub over `backends`, subscribed to this node's inbox with its dispatch tasks running.
+async fn start_hub(
+    config: &Config,
+    id: Arc<str>,
+    backends: Vec<Arc<dyn Backend>>,
+    metrics: Metrics,
+) -> Result<Arc<Hub>, StartError> {
+    let hub_backends: Vec<HubBackend> = config
+        .backends
+        .iter()
+        .zip(backends)
+        .map(|(c, backend)| HubBackend { name: c.name.clone(), backend })
+        .collect();
+    // `send` travels on a networked backend when there is one: that is the one that reaches
+    // other nodes.
+    let inbox = config
+        .backends
+        .iter()
+        .position(|b| !matches!(b.kind, crate::config::BackendKind::Memory))
+        .or(if config.backends.is_empty() { None } else { Some(0) });
+    let hub = Arc::new(Hub::new(id, hub_backends, inbox, metrics));
+    hub.start().await.map_err(|source| StartError::Backend { name: "inbox".into(), source })?;
+    Ok(hub)
+}
+
+impl StartedWith {
+    fn of(config: &Config) -> StartedWith {
+        StartedWith {
+            node_id: config.node_id.clone(),
+            server: config.server.clone(),
+            auth: config.auth.clone(),
+            backends: config.backends.clone(),
+        }
     }
+}
 
-    /// Who may `send` over WebSocket (`auth.send`, read once at start like the rest of `[auth]`).
-    pub fn send_permission(&self) -> crate::config::SendPermission {
-        self.started.auth.send
-    }
+/// Applies new rules to a running broker; cheap to clone, for a config watcher.
+#[derive(Clone)]
+pub struct Reloader {
+    node: Arc<Node>,
+    started: Arc<StartedWith>,
+}
 
-    /// Swaps in the rules and limits of `config`; refused when it changes the backends.
+impl Reloader {
+    /// Swaps in the rules and limits of `config`; refused when it changes the backends. Other
+    /// restart-only edits are applied at the next restart, and a warning names them.
     pub fn reload(&self, config: &Config) -> Result<(), ReloadError> {
-        if config.backends != self.started.backends {
+        let started = &self.started;
+        if config.backends != started.backends {
             let names: Vec<String> =
                 config.backends.iter().map(|b| format!("{}={}", b.name, b.kind.name())).collect();
             return Err(ReloadError::BackendsChanged(format!("now: {}", names.join(", "))));
         }
-        // Everything else outside routes and limits is read once at start: apply the rules, and
-        // say plainly which edits are still waiting for a restart.
         let waiting: Vec<&str> = [
-            ("[node]", config.node_id != self.started.node_id),
-            ("[server]", config.server != self.server),
-            ("[auth]", config.auth != self.started.auth),
+            ("[node]", config.node_id != started.node_id),
+            ("[server]", config.server != started.server),
+            ("[auth]", config.auth != started.auth),
         ]
         .into_iter()
         .filter_map(|(section, changed)| changed.then_some(section))
@@ -188,9 +162,19 @@ impl Broker {
         if !waiting.is_empty() {
             tracing::warn!(sections = %waiting.join(" "), "these config changes take a restart; routes and limits were reloaded");
         }
-        self.live.store(Arc::new(Live::new(config.rules.clone(), config.limits.clone())));
-        self.rules_version.send_modify(|v| *v += 1);
+        self.node.set_live(Live::new(config.rules.clone(), config.limits.clone()));
         Ok(())
+    }
+
+    /// Counts a reload's outcome in `switchyard_config_reloads_total`.
+    pub(crate) fn count(&self, ok: bool) {
+        let m = self.node.metrics();
+        if ok { &m.reload_ok } else { &m.reload_failed }.increment(1);
+    }
+
+    /// Resolves once the broker begins shutting down.
+    pub(crate) async fn stopped(&self) {
+        self.node.shutting_down().await
     }
 }
 
@@ -198,11 +182,23 @@ fn generated_node_id() -> String {
     format!("n{:08x}", rand::random::<u32>())
 }
 
+/// What a connection holds right now (see [`BrokerHandle::connection`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Bytes queued to the connection and not yet taken by its socket.
+    pub queued_bytes: usize,
+    /// Whether a close was requested (slow consumer, ping timeout, expiry, shutdown).
+    pub closing: bool,
+}
+
 /// A running broker.
 pub struct BrokerHandle {
-    broker: Arc<Broker>,
+    node: Arc<Node>,
+    reloader: Reloader,
     addr: SocketAddr,
-    server: tokio::task::JoinHandle<()>,
+    /// The accept loop; taken by the first [`BrokerHandle::shutdown`].
+    server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    open_sockets: OpenSockets,
 }
 
 impl BrokerHandle {
@@ -210,34 +206,46 @@ impl BrokerHandle {
         self.addr
     }
 
-    pub fn broker(&self) -> &Arc<Broker> {
-        &self.broker
-    }
-
+    /// The node id (`node_id` in the config, or a generated one).
     pub fn node(&self) -> &str {
-        &self.broker.node
+        self.node.id()
     }
 
     /// Loads `config`'s rules into the running broker.
     pub fn reload(&self, config: &Config) -> Result<(), ReloadError> {
-        self.broker.reload(config)
+        self.reloader.reload(config)
+    }
+
+    /// A handle that reloads this broker, for a config watcher ([`crate::reload::watch`]).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Accepted sockets that are not WebSocket sessions (yet).
+    pub fn open_sockets(&self) -> usize {
+        self.open_sockets.get()
+    }
+
+    /// The state of local connection `id` (as its welcome frame gave it); None when it is not
+    /// connected to this node.
+    pub fn connection(&self, id: &str) -> Option<ConnectionInfo> {
+        let (node, key) = crate::node::ops::parse_conn_id(id)?;
+        if node != self.node.id() {
+            return None;
+        }
+        let outbox = self.node.outbox_of(key)?;
+        Some(ConnectionInfo { queued_bytes: outbox.queued_bytes(), closing: outbox.is_closing() })
     }
 
     /// Stops accepting, closes clients with 1001, waits for them to drain (at most the
-    /// configured shutdown timeout), then closes backends.
-    pub async fn shutdown(self) {
-        self.broker.shutdown.cancel();
-        let _ = self.server.await;
-        self.broker.tracker.close();
-        if tokio::time::timeout(self.broker.server.shutdown_timeout, self.broker.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                remaining = self.broker.hub.connection_count(),
-                "shutdown deadline passed with connections still open"
-            );
+    /// configured shutdown timeout), then closes backends. The handle still answers
+    /// [`BrokerHandle::connection`] afterwards.
+    pub async fn shutdown(&self) {
+        self.node.begin_shutdown();
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(server) = server {
+            let _ = server.await;
         }
-        self.broker.hub.shutdown().await;
+        self.node.drain().await;
     }
 }

@@ -15,19 +15,19 @@ use bytes::Bytes;
 use switchyard_backend::{Backend, BackendError, Incoming, Message};
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::wsframe;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Push};
+use crate::protocol::wire;
 
 /// A backend channel on one of the node's backends.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TopicKey {
+pub(crate) struct TopicKey {
     pub backend: usize,
     pub channel: Arc<str>,
 }
 
 /// A local connection as the hub sees it: the random part of its connection id.
-pub type ConnKey = u64;
+pub(crate) type ConnKey = u64;
 
 struct Topic {
     subscribers: Mutex<HashMap<ConnKey, Arc<Outbox>>>,
@@ -43,12 +43,12 @@ impl Topic {
 }
 
 /// A named backend the hub routes through.
-pub struct HubBackend {
+pub(crate) struct HubBackend {
     pub name: Arc<str>,
     pub backend: Arc<dyn Backend>,
 }
 
-pub struct Hub {
+pub(crate) struct Hub {
     node: Arc<str>,
     backends: Vec<HubBackend>,
     inbox: Option<(usize, Arc<str>)>,
@@ -87,15 +87,11 @@ fn shrink_if_sparse<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
     }
 }
 
-/// The inbox channel of node `node`: under the reserved prefix, so no route can produce it
-/// and no client can read or write another connection's `send` traffic.
-pub fn inbox_channel(node: &str) -> String {
-    crate::routing::internal_name("inbox", node)
-}
+use crate::routing::inbox_channel;
 
 impl Hub {
     /// A hub over `backends`; `inbox` is the index of the backend that carries `send` frames.
-    pub fn new(
+    pub(crate) fn new(
         node: Arc<str>,
         backends: Vec<HubBackend>,
         inbox: Option<usize>,
@@ -113,9 +109,14 @@ impl Hub {
         }
     }
 
+    /// The backends' names, by index.
+    pub(crate) fn backend_names(&self) -> impl Iterator<Item = &str> {
+        self.backends.iter().map(|b| &*b.name)
+    }
+
     /// Subscribes to this node's inbox and starts one dispatch task per backend. The tasks run
     /// until [`Hub::shutdown`], after the sessions (tracked elsewhere) have drained.
-    pub async fn start(self: &Arc<Self>) -> Result<(), BackendError> {
+    pub(crate) async fn start(self: &Arc<Self>) -> Result<(), BackendError> {
         for (index, b) in self.backends.iter().enumerate() {
             let incoming = b.backend.take_incoming().ok_or_else(|| {
                 BackendError::Invalid(format!("backend {} handed out its stream already", b.name))
@@ -160,7 +161,7 @@ impl Hub {
 
     /// Queues one backend message to every local subscriber of its topic and writes it out
     /// (public so benches can drive fan-out without a backend).
-    pub fn deliver(&self, backend: usize, message: Message) {
+    pub(crate) fn deliver(&self, backend: usize, message: Message) {
         let mut touched = Vec::new();
         self.queue(backend, message, &mut touched);
         kick_all(&mut touched);
@@ -181,7 +182,7 @@ impl Hub {
             self.metrics.dropped_no_subscriber.increment(1);
             return;
         };
-        let frame = wsframe::text_frame(&message.payload);
+        let frame = wire::text_frame(&message.payload);
         let subscribers = topic.subscribers();
         let mut queued = 0;
         for outbox in subscribers.values() {
@@ -207,11 +208,11 @@ impl Hub {
         else {
             return;
         };
-        self.push_to(conn, wsframe::text_frame(&payload[newline + 1..]));
+        self.push_to(conn, wire::text_frame(&payload[newline + 1..]));
     }
 
     /// Queues a frame to one local connection; false when it does not exist.
-    pub fn push_to(&self, conn: ConnKey, frame: Bytes) -> bool {
+    pub(crate) fn push_to(&self, conn: ConnKey, frame: Bytes) -> bool {
         match self.outbox(conn) {
             Some(o) => {
                 match o.send(frame) {
@@ -226,7 +227,7 @@ impl Hub {
     }
 
     /// Publishes `payload` (an encoded server frame) to a backend channel.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &self,
         backend: usize,
         channel: &str,
@@ -241,14 +242,14 @@ impl Hub {
 
     /// Sends a `direct` frame to connection `conn` on node `node`; false when it is known not to
     /// exist.
-    pub async fn send_direct(
+    pub(crate) async fn send_direct(
         &self,
         node: &str,
         conn: ConnKey,
         frame: Bytes,
     ) -> Result<bool, BackendError> {
         if node == &*self.node {
-            return Ok(self.push_to(conn, wsframe::text_frame(&frame)));
+            return Ok(self.push_to(conn, wire::text_frame(&frame)));
         }
         let Some((backend, _)) = &self.inbox else {
             return Ok(false);
@@ -265,7 +266,7 @@ impl Hub {
     }
 
     /// Registers a connection under `conn`; false (and nothing changes) when the key is taken.
-    pub fn register(&self, conn: ConnKey, outbox: Arc<Outbox>) -> bool {
+    pub(crate) fn register(&self, conn: ConnKey, outbox: Arc<Outbox>) -> bool {
         let mut connections = self.connections.write().unwrap_or_else(|e| e.into_inner());
         match connections.entry(conn) {
             std::collections::hash_map::Entry::Occupied(_) => false,
@@ -277,22 +278,22 @@ impl Hub {
     }
 
     /// The outbox of local connection `conn` (tests watch a connection's backlog through it).
-    pub fn outbox(&self, conn: ConnKey) -> Option<Arc<Outbox>> {
+    pub(crate) fn outbox(&self, conn: ConnKey) -> Option<Arc<Outbox>> {
         self.connections.read().unwrap_or_else(|e| e.into_inner()).get(&conn).cloned()
     }
 
-    pub fn deregister(&self, conn: ConnKey) {
+    pub(crate) fn deregister(&self, conn: ConnKey) {
         let mut connections = self.connections.write().unwrap_or_else(|e| e.into_inner());
         connections.remove(&conn);
         shrink_if_sparse(&mut connections);
     }
 
-    pub fn connection_count(&self) -> usize {
+    pub(crate) fn connection_count(&self) -> usize {
         self.connections.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Adds `conn` to a topic; subscribes the backend when it is the topic's first subscriber.
-    pub async fn subscribe(
+    pub(crate) async fn subscribe(
         &self,
         key: &TopicKey,
         conn: ConnKey,
@@ -338,7 +339,7 @@ impl Hub {
     }
 
     /// Removes `conn` from a topic; unsubscribes the backend when it was the last one.
-    pub async fn unsubscribe(&self, key: &TopicKey, conn: ConnKey) {
+    pub(crate) async fn unsubscribe(&self, key: &TopicKey, conn: ConnKey) {
         let topic = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
         if let Some(topic) = topic {
             self.remove_subscriber(key, &topic, conn).await;
@@ -383,14 +384,14 @@ impl Hub {
     }
 
     /// Whether every backend is reachable (drives `/readyz`).
-    pub async fn ready(&self) -> Result<(), (Arc<str>, BackendError)> {
+    pub(crate) async fn ready(&self) -> Result<(), (Arc<str>, BackendError)> {
         for b in &self.backends {
             b.backend.ready().await.map_err(|e| (b.name.clone(), e))?;
         }
         Ok(())
     }
 
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         self.stop.cancel();
         for b in &self.backends {
             b.backend.shutdown().await;

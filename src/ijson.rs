@@ -14,14 +14,14 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 
 /// The deepest nesting serde_json itself will parse; configured limits stay at or below it.
-pub const MAX_DEPTH_LIMIT: usize = 128;
+pub(crate) const MAX_DEPTH_LIMIT: usize = 128;
 
 /// Objects with more members than this switch from a linear duplicate scan to a hash set.
 const LINEAR_SCAN_MEMBERS: usize = 16;
 
 /// Checks that `json` (one complete JSON value) is I-JSON with at most `max_depth` levels of
 /// arrays and objects; the error says what is wrong and where.
-pub fn check(json: &str, max_depth: usize) -> Result<(), String> {
+pub(crate) fn check(json: &str, max_depth: usize) -> Result<(), String> {
     let mut de = serde_json::Deserializer::from_str(json);
     Checked { levels_left: max_depth }
         .deserialize(&mut de)

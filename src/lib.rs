@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! WebSocket client ─► gateway (hyper upgrade; one task per connection: gateway::session)
-//!                        │ decoded client frame (protocol)
+//!                        │ decoded client frame (protocol) ─► node::client (per connection)
 //!                        ▼
 //!                     routing: channel name ─► Route (backend, backend channel, permissions, limits)
 //!                        │ publish                              ▲ subscribe / unsubscribe
@@ -21,31 +21,45 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML file, validated, with located errors; [`reload`] watches it.
-//! - [`channel`]: the validated channel-name newtype.
-//! - [`routing`]: compiled rules (a segment trie) that resolve a channel to a route; pure.
-//! - [`protocol`]: client frames in, server frames out; [`ijson`] checks the `data` they carry.
-//! - [`auth`]: JWT identities and API keys.
-//! - [`hub`]: who on this node listens to what; fan-out; the node inbox for `send`.
-//! - [`outbox`]: the per-connection bounded queue and slow-consumer rule.
-//! - [`gateway`]: HTTP server, WebSocket sessions and framing, HTTP API, metrics endpoint.
-//! - [`broker`]: wires it all together ([`broker::Broker::start`]); [`backends`] builds the
-//!   backends a config names; [`metrics`] defines every metric once; [`shutdown`] waits for
-//!   the signals that stop the broker.
+//! Each module depends only on those listed before it (no cycles):
+//!
+//! - [`channel`]: the validated channel-name newtype. [`routing`]: compiled rules (a segment
+//!   trie) that resolve a channel to a route; pure. [`config`]: the TOML file, validated, with
+//!   located errors.
+//! - [`protocol`]: client frames in, server frames out, and [`protocol::wire`], the RFC 6455
+//!   framing; `ijson` checks the `data` they carry. `auth`: JWT identities and API keys.
+//!   `metrics`: every metric, defined once.
+//! - `outbox`: the per-connection bounded queue, and who writes a socket when.
+//! - `hub`: who on this node listens to what; fan-out; the node inbox for `send`.
+//! - `node`: the state connections share, and what a client or the HTTP API may do
+//!   (`node::client`, `node::ops`); knows nothing of HTTP or sockets.
+//! - `gateway`: the HTTP server, the upgrade, WebSocket sessions, the HTTP API; sees the
+//!   broker only through `node::Node`.
+//! - [`broker`]: starts, reloads and stops it all ([`broker::Broker::start`]); `backends`
+//!   builds the backends a config names. [`reload`] watches the config file; [`shutdown`]
+//!   waits for the signals that stop the broker.
 
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod auth;
-pub mod backends;
+// The public API: start and stop a broker, its config, channel names and routing rules, the
+// wire protocol (for client authors and the benches), and config watching.
 pub mod broker;
 pub mod channel;
 pub mod config;
-pub mod gateway;
-pub mod hub;
-pub mod ijson;
-pub mod metrics;
-pub mod outbox;
 pub mod protocol;
 pub mod reload;
 pub mod routing;
 pub mod shutdown;
+
+#[doc(hidden)]
+pub mod bench;
+
+mod auth;
+mod backends;
+mod gateway;
+mod hub;
+mod ijson;
+mod metrics;
+mod node;
+mod outbox;

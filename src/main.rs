@@ -104,7 +104,6 @@ fn serve(path: Option<PathBuf>, format: LogFormat) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        switchyard::metrics::prometheus();
         if path.is_none() {
             tracing::warn!("no --config given: serving the built-in development default (anonymous clients may use every channel)");
         }
@@ -116,7 +115,7 @@ fn serve(path: Option<PathBuf>, format: LogFormat) -> ExitCode {
             }
         };
         if let Some(p) = path {
-            tokio::spawn(switchyard::reload::watch(handle.broker().clone(), p));
+            tokio::spawn(switchyard::reload::watch(handle.reloader(), p));
         }
         switchyard::shutdown::signal().await;
         tracing::info!("shutting down: closing clients with 1001");

@@ -11,46 +11,50 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-pub const CONNECTIONS: &str = "switchyard_connections";
-pub const CONNECTIONS_TOTAL: &str = "switchyard_connections_total";
-pub const CONNECTIONS_REFUSED: &str = "switchyard_connections_refused_total";
-pub const SUBSCRIPTIONS: &str = "switchyard_subscriptions";
-pub const BACKEND_SUBSCRIPTIONS: &str = "switchyard_backend_subscriptions";
-pub const MESSAGES_PUBLISHED: &str = "switchyard_messages_published_total";
-pub const MESSAGES_RECEIVED: &str = "switchyard_messages_received_total";
-pub const MESSAGES_DELIVERED: &str = "switchyard_messages_delivered_total";
-pub const MESSAGES_DROPPED: &str = "switchyard_messages_dropped_total";
-pub const SLOW_CONSUMER_DISCONNECTS: &str = "switchyard_slow_consumer_disconnects_total";
-pub const CLIENT_ERRORS: &str = "switchyard_client_errors_total";
-pub const BACKEND_PUBLISH_SECONDS: &str = "switchyard_backend_publish_seconds";
-pub const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
-pub const HTTP_CONNECTIONS: &str = "switchyard_http_connections";
-pub const ACCEPT_ERRORS: &str = "switchyard_accept_errors_total";
-pub const HTTP_ABORTED: &str = "switchyard_http_aborted_total";
+pub(crate) const CONNECTIONS: &str = "switchyard_connections";
+pub(crate) const CONNECTIONS_TOTAL: &str = "switchyard_connections_total";
+pub(crate) const CONNECTIONS_REFUSED: &str = "switchyard_connections_refused_total";
+pub(crate) const SUBSCRIPTIONS: &str = "switchyard_subscriptions";
+pub(crate) const BACKEND_SUBSCRIPTIONS: &str = "switchyard_backend_subscriptions";
+pub(crate) const MESSAGES_PUBLISHED: &str = "switchyard_messages_published_total";
+pub(crate) const MESSAGES_RECEIVED: &str = "switchyard_messages_received_total";
+pub(crate) const MESSAGES_DELIVERED: &str = "switchyard_messages_delivered_total";
+pub(crate) const MESSAGES_DROPPED: &str = "switchyard_messages_dropped_total";
+pub(crate) const SLOW_CONSUMER_DISCONNECTS: &str = "switchyard_slow_consumer_disconnects_total";
+pub(crate) const CLIENT_ERRORS: &str = "switchyard_client_errors_total";
+pub(crate) const BACKEND_PUBLISH_SECONDS: &str = "switchyard_backend_publish_seconds";
+pub(crate) const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
+pub(crate) const HTTP_CONNECTIONS: &str = "switchyard_http_connections";
+pub(crate) const ACCEPT_ERRORS: &str = "switchyard_accept_errors_total";
+pub(crate) const HTTP_ABORTED: &str = "switchyard_http_aborted_total";
 
 /// Installs the Prometheus recorder once per process and returns its handle for `/metrics`.
-pub fn prometheus() -> Option<PrometheusHandle> {
+/// A failure is logged once: the broker runs on, but its metrics go nowhere.
+pub(crate) fn prometheus() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-                    &[
-                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                        0.25, 1.0,
-                    ],
-                )
-                .ok()?
-                .install_recorder()
-                .ok()?;
-            describe();
-            #[cfg(feature = "redis")]
-            switchyard_redis::metrics::describe();
-            spawn_upkeep(handle.clone());
-            Some(handle)
+        .get_or_init(|| match install() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::error!(error = %e, "metrics recorder not installed: /metrics will be empty");
+                None
+            }
         })
         .clone()
+}
+
+fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0],
+        )?
+        .install_recorder()?;
+    describe();
+    #[cfg(feature = "redis")]
+    switchyard_redis::metrics::describe();
+    spawn_upkeep(handle.clone());
+    Ok(handle)
 }
 
 /// How often histogram samples are folded into their buckets.
@@ -110,7 +114,7 @@ fn describe() {
 
 /// Handles used on hot paths.
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub connections: Gauge,
     pub connections_total: Counter,
     pub refused_capacity: Counter,
@@ -131,7 +135,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         Metrics {
             connections: gauge!(CONNECTIONS),
             connections_total: counter!(CONNECTIONS_TOTAL),
@@ -153,23 +157,23 @@ impl Metrics {
         }
     }
 
-    pub fn client_error(code: crate::protocol::ErrorCode) {
+    pub(crate) fn client_error(code: crate::protocol::ErrorCode) {
         counter!(CLIENT_ERRORS, "code" => code.as_str()).increment(1);
     }
 
-    pub fn accept_error(kind: &'static str) {
+    pub(crate) fn accept_error(kind: &'static str) {
         counter!(ACCEPT_ERRORS, "kind" => kind).increment(1);
     }
 
-    pub fn received(backend: &str) -> Counter {
+    pub(crate) fn received(backend: &str) -> Counter {
         counter!(MESSAGES_RECEIVED, "backend" => backend.to_string())
     }
 
-    pub fn published(route: &str) -> Counter {
+    pub(crate) fn published(route: &str) -> Counter {
         counter!(MESSAGES_PUBLISHED, "route" => route.to_string())
     }
 
-    pub fn publish_latency(backend: &str) -> Histogram {
+    pub(crate) fn publish_latency(backend: &str) -> Histogram {
         histogram!(BACKEND_PUBLISH_SECONDS, "backend" => backend.to_string())
     }
 }

@@ -45,7 +45,7 @@ use bytes::{Buf, Bytes};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::gateway::wsframe::{self, close};
+use crate::protocol::wire::{self, close};
 
 /// Largest payload of one batched frame (`?batch=1`); bigger bursts go out as several frames.
 const BATCH_FRAME_BYTES: usize = 64 * 1024;
@@ -54,7 +54,7 @@ const MAX_IOVECS: usize = 256;
 
 /// What became of a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Push {
+pub(crate) enum Push {
     /// Queued behind other frames that someone is already responsible for writing.
     Queued,
     /// Queued into an empty queue: the producer must call [`Outbox::kick`] (now, or after the
@@ -69,7 +69,7 @@ pub enum Push {
 
 /// What the session has to do after [`Outbox::ready`] fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Duty {
+pub(crate) enum Duty {
     /// Nothing: a kick got there first.
     Nothing,
     /// The socket is the session's to write whenever it becomes writable.
@@ -80,7 +80,7 @@ pub enum Duty {
 
 /// How far a session write got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
+pub(crate) enum Written {
     /// Everything queued is in the socket (when closing: the close frame too).
     All,
     /// The socket is full again; wait for `writable()`.
@@ -179,7 +179,7 @@ impl Queue {
 
 /// Why and how a connection closes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Close {
+pub(crate) struct Close {
     pub code: u16,
     pub reason: String,
 }
@@ -192,7 +192,7 @@ enum Writer {
     Closing,
 }
 
-pub struct Outbox {
+pub(crate) struct Outbox {
     state: Mutex<State>,
     /// Wakes the session: the socket did not take everything, or a close was requested.
     ready: Notify,
@@ -212,7 +212,7 @@ struct State {
 impl Outbox {
     /// An outbox of at most `max_frames` frames writing to `socket`, unbounded in bytes until
     /// [`Outbox::with_max_bytes`]; `batch` packs text frames as `?batch=1` clients accept.
-    pub fn new(max_frames: usize, batch: bool, socket: Option<Arc<TcpStream>>) -> Outbox {
+    pub(crate) fn new(max_frames: usize, batch: bool, socket: Option<Arc<TcpStream>>) -> Outbox {
         Outbox {
             state: Mutex::new(State {
                 queue: Queue::default(),
@@ -229,7 +229,7 @@ impl Outbox {
 
     /// Bounds the bytes queued (frames as encoded, including what is left of a partly written
     /// one).
-    pub fn with_max_bytes(mut self, max_bytes: usize) -> Outbox {
+    pub(crate) fn with_max_bytes(mut self, max_bytes: usize) -> Outbox {
         self.max_bytes = max_bytes;
         self
     }
@@ -240,7 +240,7 @@ impl Outbox {
     }
 
     /// Queues one complete frame.
-    pub fn push(&self, frame: Bytes) -> Push {
+    pub(crate) fn push(&self, frame: Bytes) -> Push {
         let mut state = self.state();
         if state.close.is_some() {
             return Push::Closed;
@@ -265,7 +265,7 @@ impl Outbox {
     }
 
     /// Queues a frame and writes it at once when it is the first in line.
-    pub fn send(&self, frame: Bytes) -> Push {
+    pub(crate) fn send(&self, frame: Bytes) -> Push {
         let pushed = self.push(frame);
         if pushed == Push::First {
             self.kick();
@@ -275,7 +275,7 @@ impl Outbox {
 
     /// Writes what is queued straight into the socket without waiting; whatever the socket does
     /// not take is left for the session, which is woken.
-    pub fn kick(&self) {
+    pub(crate) fn kick(&self) {
         let mut state = self.state();
         if state.writer != Writer::Idle || state.queue.is_empty() || state.close.is_some() {
             return;
@@ -294,7 +294,7 @@ impl Outbox {
     }
 
     /// Asks the session to send what is queued, then close with `code`. The first close wins.
-    pub fn close(&self, code: u16, reason: &str) {
+    pub(crate) fn close(&self, code: u16, reason: &str) {
         let mut state = self.state();
         if state.close.is_none() {
             state.close = Some(Close { code, reason: reason.to_string() });
@@ -305,12 +305,12 @@ impl Outbox {
 
     /// For the session, once [`Outbox::ready`] fired: takes over the socket when a kick left
     /// bytes behind, and turns a close request into the close frame queued last.
-    pub fn duty(&self) -> Duty {
+    pub(crate) fn duty(&self) -> Duty {
         let mut state = self.state();
         if state.writer != Writer::Closing {
             if let Some(c) = state.close.clone() {
                 state.writer = Writer::Closing;
-                state.queue.push_back(Item::Raw(wsframe::close_frame(c.code, &c.reason)));
+                state.queue.push_back(Item::Raw(wire::close_frame(c.code, &c.reason)));
                 return Duty::Close(c);
             }
         }
@@ -322,7 +322,7 @@ impl Outbox {
 
     /// For the session, when the socket is writable: one non-blocking write of what is queued.
     /// Once everything is out, kicks write again (unless the connection is closing).
-    pub fn write(&self, socket: &TcpStream) -> std::io::Result<Written> {
+    pub(crate) fn write(&self, socket: &TcpStream) -> std::io::Result<Written> {
         let mut state = self.state();
         if !write_queue(&mut state.queue, socket, self.batch)? {
             return Ok(Written::Blocked);
@@ -335,31 +335,33 @@ impl Outbox {
     }
 
     /// Drops the socket reference (the connection is gone).
-    pub fn detach(&self) {
+    pub(crate) fn detach(&self) {
         self.state().socket = None;
     }
 
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.state().close.is_some()
     }
 
-    /// Number of queued items (for tests and benches).
-    pub fn len(&self) -> usize {
+    /// Number of queued items.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.state().queue.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Bytes queued now, exactly as counted against the byte bound.
-    pub fn queued_bytes(&self) -> usize {
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.state().queue.bytes
     }
 
     /// Encodes everything queued into `out` and empties the queue, for outboxes without a
     /// socket (tests and benches). Returns the close request once one was made.
-    pub fn take(&self, out: &mut Vec<u8>) -> Option<Close> {
+    pub(crate) fn take(&self, out: &mut Vec<u8>) -> Option<Close> {
         let mut state = self.state();
         while !state.queue.is_empty() {
             encode(out, &mut state.queue, self.batch);
@@ -369,7 +371,7 @@ impl Outbox {
     }
 
     /// Resolves when the session has work: leftovers a kick could not write, or a close.
-    pub async fn ready(&self) {
+    pub(crate) async fn ready(&self) {
         self.ready.notified().await
     }
 }
@@ -443,8 +445,8 @@ fn encode(out: &mut Vec<u8>, queue: &mut Queue, batch: bool) {
     let mut run_len = 0;
     for item in queue.items.iter() {
         match item {
-            Item::Frame(f) if f.first() == Some(&(0x80 | wsframe::OP_TEXT)) => {
-                let len = wsframe::frame_payload(f).len();
+            Item::Frame(f) if f.first() == Some(&(0x80 | wire::OP_TEXT)) => {
+                let len = wire::frame_payload(f).len();
                 if run > 0 && run_len + 1 + len > BATCH_FRAME_BYTES {
                     break;
                 }
@@ -460,13 +462,13 @@ fn encode(out: &mut Vec<u8>, queue: &mut Queue, batch: bool) {
         }
         return;
     }
-    wsframe::put_header(out, wsframe::OP_TEXT, run_len);
+    wire::put_header(out, wire::OP_TEXT, run_len);
     for i in 0..run {
         if i > 0 {
             out.push(b'\n');
         }
         if let Some(item) = queue.pop_front() {
-            out.extend_from_slice(wsframe::frame_payload(item.bytes()));
+            out.extend_from_slice(wire::frame_payload(item.bytes()));
         }
     }
 }
@@ -531,28 +533,28 @@ mod tests {
     #[test]
     fn batches_pack_runs_of_text_frames_only() {
         let o = detached(10, true);
-        o.push(wsframe::text_frame(b"{\"a\":1}"));
-        o.push(wsframe::text_frame(b"{\"b\":2}"));
-        o.push(wsframe::control_frame(wsframe::OP_PONG, b""));
-        o.push(wsframe::text_frame(b"{\"c\":3}"));
+        o.push(wire::text_frame(b"{\"a\":1}"));
+        o.push(wire::text_frame(b"{\"b\":2}"));
+        o.push(wire::control_frame(wire::OP_PONG, b""));
+        o.push(wire::text_frame(b"{\"c\":3}"));
         let mut out = Vec::new();
         assert!(o.take(&mut out).is_none());
-        let first = wsframe::text_frame(b"{\"a\":1}\n{\"b\":2}");
+        let first = wire::text_frame(b"{\"a\":1}\n{\"b\":2}");
         assert_eq!(&out[..first.len()], &first[..]);
         assert_eq!(out[first.len()], 0x8A);
-        assert_eq!(&out[first.len() + 2..], &wsframe::text_frame(b"{\"c\":3}")[..]);
+        assert_eq!(&out[first.len() + 2..], &wire::text_frame(b"{\"c\":3}")[..]);
         assert!(o.is_empty());
     }
 
     #[tokio::test]
     async fn kick_writes_to_the_socket_and_leftovers_go_to_the_session() {
         let (o, socket, mut peer) = on_socket(usize::MAX).await;
-        assert_eq!(o.send(wsframe::text_frame(b"hello")), Push::First);
+        assert_eq!(o.send(wire::text_frame(b"hello")), Push::First);
         let mut got = [0u8; 7];
         peer.read_exact(&mut got).await.expect("read");
-        assert_eq!(&got[..], &wsframe::text_frame(b"hello")[..]);
+        assert_eq!(&got[..], &wire::text_frame(b"hello")[..]);
         // Nobody reads now: pushing megabytes fills the socket, and the rest waits for the session.
-        let big = wsframe::text_frame(&vec![b'x'; 60_000]);
+        let big = wire::text_frame(&vec![b'x'; 60_000]);
         let mut pushed = 0;
         for _ in 0..200 {
             if o.push(big.clone()) == Push::First {
@@ -562,7 +564,7 @@ mod tests {
         }
         assert!(!o.is_empty(), "the socket cannot have taken 12 MB");
         assert_eq!(o.duty(), Duty::Write);
-        assert_eq!(o.push(wsframe::text_frame(b"later")), Push::Queued, "the session writes now");
+        assert_eq!(o.push(wire::text_frame(b"later")), Push::Queued, "the session writes now");
         pushed += 7;
         // The session writes as the peer reads; the byte count follows every partial write.
         let mut read = 0;
@@ -581,7 +583,7 @@ mod tests {
         }
         assert_eq!(o.queued_bytes(), 0);
         assert_eq!(o.duty(), Duty::Nothing, "kicks write again once the session caught up");
-        assert_eq!(o.push(wsframe::text_frame(b"kicked")), Push::First);
+        assert_eq!(o.push(wire::text_frame(b"kicked")), Push::First);
         drop(o);
         drop(socket);
         let mut rest = Vec::new();
@@ -592,16 +594,16 @@ mod tests {
     #[tokio::test]
     async fn a_close_queues_its_frame_last_and_stops_kicks() {
         let (o, socket, mut peer) = on_socket(usize::MAX).await;
-        o.push(wsframe::text_frame(b"before"));
+        o.push(wire::text_frame(b"before"));
         o.close(close::GOING_AWAY, "bye");
-        assert_eq!(o.push(wsframe::text_frame(b"after")), Push::Closed);
+        assert_eq!(o.push(wire::text_frame(b"after")), Push::Closed);
         o.kick();
         assert_eq!(o.len(), 1, "kicks leave a closing connection to the session");
         assert!(matches!(o.duty(), Duty::Close(Close { code: 1001, .. })));
         assert_eq!(o.duty(), Duty::Write, "the close frame is queued once");
         assert_eq!(o.write(&socket).expect("write"), Written::All);
         let expected =
-            [&wsframe::text_frame(b"before")[..], &wsframe::close_frame(1001, "bye")[..]].concat();
+            [&wire::text_frame(b"before")[..], &wire::close_frame(1001, "bye")[..]].concat();
         let mut got = vec![0u8; expected.len()];
         peer.read_exact(&mut got).await.expect("read");
         assert_eq!(got, expected);

@@ -3,10 +3,9 @@
 //! reported and counted; the running rules stay.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::Broker;
+use crate::broker::Reloader;
 use crate::config::Config;
 
 /// How often the file is read and compared.
@@ -20,14 +19,14 @@ fn contents(path: &Path) -> Option<Vec<u8>> {
 }
 
 /// Watches `path` until the broker shuts down.
-pub async fn watch(broker: Arc<Broker>, path: PathBuf) {
+pub async fn watch(reloader: Reloader, path: PathBuf) {
     let mut last = contents(&path);
     let mut hangup = hangup_signal();
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let forced = tokio::select! {
-            _ = broker.shutdown.cancelled() => return,
+            _ = reloader.stopped() => return,
             _ = tick.tick() => false,
             _ = recv(&mut hangup) => true,
         };
@@ -36,23 +35,23 @@ pub async fn watch(broker: Arc<Broker>, path: PathBuf) {
             continue;
         }
         last = now;
-        reload(&broker, &path);
+        reload(&reloader, &path);
     }
 }
 
 /// Loads `path` and swaps its rules in; logs and counts the outcome.
-pub fn reload(broker: &Broker, path: &Path) -> bool {
+pub fn reload(reloader: &Reloader, path: &Path) -> bool {
     let result = Config::load(path).map_err(|e| e.to_string()).and_then(|c| {
-        broker.reload(&c).map(|()| c.rules.routes().len()).map_err(|e| e.to_string())
+        reloader.reload(&c).map(|()| c.rules.routes().len()).map_err(|e| e.to_string())
     });
     match result {
         Ok(routes) => {
-            broker.metrics.reload_ok.increment(1);
+            reloader.count(true);
             tracing::info!(file = %path.display(), routes, "config reloaded");
             true
         }
         Err(e) => {
-            broker.metrics.reload_failed.increment(1);
+            reloader.count(false);
             tracing::error!(file = %path.display(), "config reload failed; the running rules stay:\n{e}");
             false
         }

@@ -116,7 +116,7 @@ async fn node_inboxes_and_reserved_names_are_out_of_reach() {
     let mut bob = broker.connect(&format!("token={}", token("bob"))).await;
     let mut alice = broker.connect(&format!("token={}", token("alice"))).await;
     let mut eve = broker.connect("").await;
-    let inbox = switchyard::hub::inbox_channel(&bob.node);
+    let inbox = switchyard::routing::inbox_channel(&bob.node);
     assert!(inbox.starts_with(switchyard::routing::RESERVED_PREFIX), "{inbox}");
     for name in [inbox.as_str(), switchyard::routing::RESERVED_PREFIX, "#anything"] {
         eve.error(json!({"op":"subscribe","channel":name}), "invalid_channel").await;

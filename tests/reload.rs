@@ -20,7 +20,7 @@ async fn start(path: &Path, text: &str) -> TestBroker {
     let mut config = Config::load(path).expect("initial config");
     config.server.listen = ([127, 0, 0, 1], 0).into();
     let broker = TestBroker::from_config(config).await;
-    tokio::spawn(switchyard::reload::watch(broker.handle.broker().clone(), path.to_path_buf()));
+    tokio::spawn(switchyard::reload::watch(broker.handle.reloader(), path.to_path_buf()));
     broker
 }
 

@@ -74,7 +74,7 @@ fn status_of(response: &str) -> u16 {
 }
 
 fn open_sockets(broker: &TestBroker) -> usize {
-    broker.handle.broker().open_sockets.get()
+    broker.handle.open_sockets()
 }
 
 async fn until_open_sockets(broker: &TestBroker, n: usize) {

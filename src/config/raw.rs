@@ -8,7 +8,7 @@ use toml::Spanned;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     #[serde(default)]
     pub node: RawNode,
     #[serde(default)]
@@ -25,13 +25,13 @@ pub struct RawConfig {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawNode {
+pub(super) struct RawNode {
     pub id: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub(super) struct RawServer {
     pub listen: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<u64>>,
     pub max_frame_bytes: Option<Spanned<u64>>,
@@ -47,7 +47,7 @@ pub struct RawServer {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
+pub(super) struct RawLimits {
     pub publish_rate: Option<Spanned<f64>>,
     pub publish_burst: Option<Spanned<f64>>,
     pub max_subscriptions: Option<Spanned<u64>>,
@@ -58,7 +58,7 @@ pub struct RawLimits {
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub struct RawAuth {
+pub(super) struct RawAuth {
     pub jwt_hs256_secret_env: Option<Spanned<String>>,
     pub jwt_rs256_public_key_file: Option<Spanned<String>>,
     pub jwt_es256_public_key_file: Option<Spanned<String>>,
@@ -70,7 +70,7 @@ pub struct RawAuth {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawBackend {
+pub(super) struct RawBackend {
     pub kind: Spanned<String>,
     pub url: Option<Spanned<String>>,
     pub nodes: Option<Spanned<Vec<String>>>,
@@ -80,7 +80,7 @@ pub struct RawBackend {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRoute {
+pub(super) struct RawRoute {
     #[serde(rename = "match")]
     pub pattern: Spanned<String>,
     pub backend: Option<Spanned<String>>,

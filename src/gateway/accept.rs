@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 ///
 /// `TcpListener::bind` always asks for 128, which a burst of a few hundred connects overflows;
 /// the dropped SYNs are then only retried a second later.
-pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     // As tokio does on Unix: a restarted broker can bind while old sockets sit in TIME_WAIT.
     #[cfg(unix)]
@@ -36,7 +36,7 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Exponential backoff and rate-limited logging for `accept` errors.
-pub struct AcceptBackoff {
+pub(crate) struct AcceptBackoff {
     next_pause: Duration,
     last_log: Option<Instant>,
     /// Errors not logged since the last log line.
@@ -51,13 +51,13 @@ impl Default for AcceptBackoff {
 
 impl AcceptBackoff {
     /// A successful accept: the next failure starts from the shortest pause again.
-    pub fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.next_pause = FIRST_PAUSE;
     }
 
     /// Counts and (at most once per second) logs `e`; returns how long to pause before the
     /// next accept, if at all.
-    pub fn failed(&mut self, e: &std::io::Error, now: Instant) -> Option<Duration> {
+    pub(crate) fn failed(&mut self, e: &std::io::Error, now: Instant) -> Option<Duration> {
         let kind = error_kind(e);
         Metrics::accept_error(kind);
         if self.last_log.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
@@ -78,7 +78,7 @@ impl AcceptBackoff {
 }
 
 /// A short label for an accept error, for the metric and the log.
-pub fn error_kind(e: &std::io::Error) -> &'static str {
+pub(crate) fn error_kind(e: &std::io::Error) -> &'static str {
     // EMFILE and ENFILE have these numbers on Linux, the BSDs and macOS alike; std has no
     // ErrorKind for them.
     #[cfg(unix)]
@@ -103,13 +103,13 @@ fn is_resource_exhaustion(kind: &str) -> bool {
 
 /// How many accepted sockets are not WebSocket sessions (yet): HTTP requests, upgrades in
 /// progress, and connections that have not sent a full request.
-#[derive(Default)]
-pub struct OpenSockets {
+#[derive(Default, Clone)]
+pub(crate) struct OpenSockets {
     count: Arc<AtomicUsize>,
 }
 
 impl OpenSockets {
-    pub fn get(&self) -> usize {
+    pub(crate) fn get(&self) -> usize {
         self.count.load(Ordering::Relaxed)
     }
 
@@ -118,7 +118,7 @@ impl OpenSockets {
     ///
     /// Only the accept loop calls this, so the check and the increment cannot race with
     /// another increment; slots given back meanwhile only make room.
-    pub fn take(&self, sessions: usize, max: usize, gauge: &Gauge) -> Option<SocketSlot> {
+    pub(crate) fn take(&self, sessions: usize, max: usize, gauge: &Gauge) -> Option<SocketSlot> {
         if self.get().saturating_add(sessions) >= max {
             return None;
         }
@@ -129,7 +129,7 @@ impl OpenSockets {
 }
 
 /// One counted socket; dropping it gives the slot back, whichever way the connection ended.
-pub struct SocketSlot {
+pub(crate) struct SocketSlot {
     count: Arc<AtomicUsize>,
     gauge: Gauge,
 }
@@ -153,18 +153,18 @@ connection: close\r\ncontent-length: 59\r\n\r\n\
 /// Refuses sockets over the cap with a fixed 503, or by closing them when too many refusals
 /// are already in flight.
 #[derive(Default)]
-pub struct Refuser {
+pub(crate) struct Refuser {
     in_flight: Arc<AtomicUsize>,
 }
 
 impl Refuser {
-    pub fn refuse(&self, stream: TcpStream, tracker: &tokio_util::task::TaskTracker) {
+    pub(crate) fn refuse(&self, stream: TcpStream, node: &crate::node::Node) {
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_REFUSALS {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             return;
         }
         let in_flight = self.in_flight.clone();
-        tracker.spawn(async move {
+        node.spawn(async move {
             let _ = tokio::time::timeout(REFUSAL_LINGER, answer_503(stream)).await;
             in_flight.fetch_sub(1, Ordering::Relaxed);
         });

@@ -8,9 +8,9 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::ops::{self, Caller, OpError};
 use super::{error, json, Body};
-use crate::broker::Broker;
+use crate::node::ops::{self, Caller, OpError};
+use crate::node::Node;
 use crate::protocol::ErrorCode;
 
 #[derive(Deserialize)]
@@ -50,8 +50,8 @@ fn op_error(e: OpError) -> Response<Body> {
 }
 
 /// Checks the API key and reads the body.
-async fn authorized_body(broker: &Broker, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
-    if !broker.api_keys.is_configured() {
+async fn authorized_body(node: &Node, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    if !node.api_keys().is_configured() {
         return Err(error(
             StatusCode::FORBIDDEN,
             ErrorCode::Forbidden,
@@ -65,7 +65,7 @@ async fn authorized_body(broker: &Broker, req: Request<Incoming>) -> Result<Byte
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match key {
-        Some(k) if broker.api_keys.accepts(k) => {}
+        Some(k) if node.api_keys().accepts(k) => {}
         Some(_) => {
             return Err(error(
                 StatusCode::UNAUTHORIZED,
@@ -81,14 +81,14 @@ async fn authorized_body(broker: &Broker, req: Request<Incoming>) -> Result<Byte
             ))
         }
     }
-    read_body(broker, req).await
+    read_body(node, req).await
 }
 
 /// Reads the body within `server.body_timeout` and `server.max_frame_bytes`. The byte limit
 /// is checked as the body arrives (and against a declared Content-Length before any of it),
 /// so an oversized body is refused without being held.
-async fn read_body(broker: &Broker, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
-    let limit = broker.server.max_frame_bytes;
+async fn read_body(node: &Node, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    let limit = node.server().max_frame_bytes;
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -104,7 +104,7 @@ async fn read_body(broker: &Broker, req: Request<Incoming>) -> Result<Bytes, Res
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(closing(too_large()));
     }
-    let timeout = broker.server.body_timeout;
+    let timeout = node.server().body_timeout;
     match tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect()).await {
         Ok(Ok(body)) => Ok(body.to_bytes()),
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
@@ -116,7 +116,7 @@ async fn read_body(broker: &Broker, req: Request<Incoming>) -> Result<Bytes, Res
             &format!("cannot read body: {e}"),
         )),
         Err(_) => {
-            broker.metrics.body_timeouts.increment(1);
+            node.metrics().body_timeouts.increment(1);
             Err(closing(error(
                 StatusCode::REQUEST_TIMEOUT,
                 ErrorCode::BadRequest,
@@ -144,8 +144,8 @@ fn bad_json(e: serde_json::Error) -> Response<Body> {
     )
 }
 
-pub async fn publish(broker: &Broker, req: Request<Incoming>) -> Response<Body> {
-    let body = match authorized_body(broker, req).await {
+pub(super) async fn publish(node: &Node, req: Request<Incoming>) -> Response<Body> {
+    let body = match authorized_body(node, req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -153,14 +153,14 @@ pub async fn publish(broker: &Broker, req: Request<Incoming>) -> Response<Body> 
         Ok(p) => p,
         Err(e) => return bad_json(e),
     };
-    match ops::publish(broker, Caller::Api, &parsed.channel, parsed.data).await {
+    match ops::publish(node, Caller::Api, &parsed.channel, parsed.data).await {
         Ok(()) => json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#)),
         Err(e) => op_error(e),
     }
 }
 
-pub async fn send(broker: &Broker, req: Request<Incoming>) -> Response<Body> {
-    let body = match authorized_body(broker, req).await {
+pub(super) async fn send(node: &Node, req: Request<Incoming>) -> Response<Body> {
+    let body = match authorized_body(node, req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -168,7 +168,7 @@ pub async fn send(broker: &Broker, req: Request<Incoming>) -> Response<Body> {
         Ok(p) => p,
         Err(e) => return bad_json(e),
     };
-    match ops::send(broker, "api", None, &parsed.to, parsed.data).await {
+    match ops::send(node, "api", None, &parsed.to, parsed.data).await {
         Ok(()) => json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#)),
         Err(e) => op_error(e),
     }

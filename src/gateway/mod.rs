@@ -1,13 +1,14 @@
 //! The gateway: the only code that touches sockets and HTTP.
 //!
-//! One hyper HTTP/1 connection per accepted socket serves `/ws` (upgraded to a WebSocket
-//! [`session`]), the HTTP [`api`], `/healthz`, `/readyz` and `/metrics`.
+//! One hyper HTTP/1 connection per accepted socket serves `/ws` ([`upgrade`]d to a WebSocket
+//! [`session`]), the HTTP [`api`], `/healthz`, `/readyz` and `/metrics`. It sees the broker
+//! only through [`Node`]'s methods.
 
-pub mod accept;
-pub mod api;
-pub mod ops;
-pub mod session;
-pub mod wsframe;
+pub(crate) mod accept;
+mod api;
+mod keepalive;
+mod session;
+mod upgrade;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,21 +23,21 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 
-use accept::{AcceptBackoff, Refuser, SocketSlot};
+use accept::{AcceptBackoff, OpenSockets, Refuser, SocketSlot};
 
-use crate::broker::Broker;
 use crate::config::MIN_HEADER_BYTES;
+use crate::node::Node;
 use crate::protocol::ErrorCode;
 
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
-/// Accepts connections until shutdown.
-pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
+/// Accepts connections until shutdown; `open_sockets` counts those not (yet) sessions.
+pub(crate) async fn serve(node: Arc<Node>, listener: TcpListener, open_sockets: OpenSockets) {
     let mut backoff = AcceptBackoff::default();
     let refuser = Refuser::default();
     loop {
         let accepted = tokio::select! {
-            _ = broker.shutdown.cancelled() => return,
+            _ = node.shutting_down() => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -44,7 +45,7 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
             Err(e) => {
                 if let Some(pause) = backoff.failed(&e, Instant::now()) {
                     tokio::select! {
-                        _ = broker.shutdown.cancelled() => return,
+                        _ = node.shutting_down() => return,
                         _ = tokio::time::sleep(pause) => {}
                     }
                 }
@@ -52,25 +53,23 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener) {
             }
         };
         backoff.succeeded();
-        let sessions = broker.hub.connection_count();
-        let max = broker.server.max_connections;
-        let Some(slot) = broker.open_sockets.take(sessions, max, &broker.metrics.http_connections)
-        else {
-            broker.metrics.refused_socket_limit.increment(1);
-            refuser.refuse(stream, &broker.tracker);
+        let sessions = node.connection_count();
+        let max = node.server().max_connections;
+        let Some(slot) = open_sockets.take(sessions, max, &node.metrics().http_connections) else {
+            node.metrics().refused_socket_limit.increment(1);
+            refuser.refuse(stream, &node);
             continue;
         };
         // Frames are written in whole batches; Nagle would only add latency.
         let _ = stream.set_nodelay(true);
-        let tracker = broker.tracker.clone();
-        tracker.spawn(connection(broker.clone(), stream, peer, slot));
+        node.spawn(connection(node.clone(), stream, peer, slot));
     }
 }
 
 /// Serves one socket's HTTP requests until it closes or becomes a WebSocket; `slot` counts
 /// it against `server.max_connections` until then.
-async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, slot: SocketSlot) {
-    let server = &broker.server;
+async fn connection(node: Arc<Node>, stream: TcpStream, peer: SocketAddr, slot: SocketSlot) {
+    let server = node.server();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -79,12 +78,12 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, sl
         .max_header_size(server.max_header_bytes)
         // The read buffer bounds what an unterminated head can make the broker hold.
         .max_buf_size(server.max_header_bytes.max(MIN_HEADER_BYTES));
-    let service = hyper::service::service_fn(|req| handle(broker.clone(), req));
+    let service = hyper::service::service_fn(|req| handle(node.clone(), req));
     let conn = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = broker.shutdown.cancelled() => {
+        _ = node.shutting_down() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -93,23 +92,23 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr, sl
     drop(slot);
     if let Err(e) = result {
         if e.is_timeout() {
-            broker.metrics.header_timeouts.increment(1);
+            node.metrics().header_timeouts.increment(1);
         } else if e.is_parse_too_large() {
-            broker.metrics.headers_too_large.increment(1);
+            node.metrics().headers_too_large.increment(1);
         }
         tracing::debug!(%peer, error = %e, "http connection ended with an error");
     }
 }
 
-async fn handle(broker: Arc<Broker>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_string();
     let response = match (req.method(), path.as_str()) {
-        (&Method::GET, "/ws") => session::upgrade(broker, req),
+        (&Method::GET, "/ws") => upgrade::upgrade(node, req),
         (&Method::GET, "/healthz") => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
-        (&Method::GET, "/readyz") => ready(&broker).await,
+        (&Method::GET, "/readyz") => ready(&node).await,
         (&Method::GET, "/metrics") => metrics_text(),
-        (&Method::POST, "/api/publish") => api::publish(&broker, req).await,
-        (&Method::POST, "/api/send") => api::send(&broker, req).await,
+        (&Method::POST, "/api/publish") => api::publish(&node, req).await,
+        (&Method::POST, "/api/send") => api::send(&node, req).await,
         (_, "/ws" | "/healthz" | "/readyz" | "/metrics" | "/api/publish" | "/api/send") => {
             error(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest, "method not allowed")
         }
@@ -118,17 +117,13 @@ async fn handle(broker: Arc<Broker>, req: Request<Incoming>) -> Result<Response<
     Ok(response)
 }
 
-async fn ready(broker: &Broker) -> Response<Body> {
-    if broker.shutdown.is_cancelled() {
+async fn ready(node: &Node) -> Response<Body> {
+    if node.is_shutting_down() {
         return error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, "shutting down");
     }
-    match broker.hub.ready().await {
+    match node.ready().await {
         Ok(()) => json(StatusCode::OK, r#"{"status":"ready"}"#.into()),
-        Err((name, e)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Unavailable,
-            &format!("backend {name}: {e}"),
-        ),
+        Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable, &why),
     }
 }
 
@@ -141,7 +136,7 @@ fn metrics_text() -> Response<Body> {
 }
 
 /// A JSON response.
-pub fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -149,7 +144,7 @@ pub fn json(status: StatusCode, body: Bytes) -> Response<Body> {
 }
 
 /// `{"code":…,"message":…}` with `status`.
-pub fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, code: ErrorCode, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "code": code.as_str(), "message": message });
     json(status, Bytes::from(body.to_string()))
 }

@@ -30,6 +30,13 @@ pub fn internal_name(kind: &str, id: &str) -> String {
     format!("{RESERVED_PREFIX}{kind}:{id}")
 }
 
+/// The inbox channel of node `node`, which carries `send` frames to its connections: under the
+/// reserved prefix, so no route can produce it and no client can read or write another
+/// connection's `send` traffic.
+pub fn inbox_channel(node: &str) -> String {
+    internal_name("inbox", node)
+}
+
 use crate::channel::ChannelName;
 
 /// One compiled `[[routes]]` entry.

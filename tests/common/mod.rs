@@ -338,7 +338,7 @@ pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// A frame with or without a mask; `mask: None` breaks RFC 6455 for client frames on purpose.
 pub fn frame_bytes(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    switchyard::gateway::wsframe::encode_frame(fin, opcode, payload, mask)
+    switchyard::protocol::wire::encode_frame(fin, opcode, payload, mask)
 }
 
 /// A WebSocket client over a bare TCP stream: sends whatever bytes a test wants and reads

@@ -4,7 +4,9 @@ use std::time::Instant;
 
 use serde_json::value::RawValue;
 
-use crate::broker::{Broker, Live};
+use switchyard_backend::BackendError;
+
+use super::{Live, Node};
 use crate::channel::ChannelName;
 use crate::config::SendPermission;
 use crate::hub::ConnKey;
@@ -13,13 +15,13 @@ use crate::routing::{Resolved, Rules};
 
 /// A refused operation, as the client will read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpError {
-    pub code: ErrorCode,
-    pub message: String,
+pub(crate) struct OpError {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
 }
 
 impl OpError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> OpError {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> OpError {
         OpError { code, message: message.into() }
     }
 }
@@ -27,7 +29,7 @@ impl OpError {
 /// Who is asking: a WebSocket client (subject to route permissions) or the HTTP API (trusted
 /// by its API key).
 #[derive(Debug, Clone, Copy)]
-pub enum Caller<'a> {
+pub(crate) enum Caller<'a> {
     Client { user: Option<&'a str> },
     Api,
 }
@@ -41,7 +43,13 @@ impl Caller<'_> {
     }
 }
 
-pub fn parse_channel(channel: &str) -> Result<ChannelName, OpError> {
+/// A backend that could not confirm the operation: `unavailable`, which clients must read as
+/// "not known to have happened" (a retry may duplicate it).
+pub(crate) fn unavailable(e: BackendError) -> OpError {
+    OpError::new(ErrorCode::Unavailable, e.to_string())
+}
+
+pub(crate) fn parse_channel(channel: &str) -> Result<ChannelName, OpError> {
     ChannelName::parse(channel).map_err(|e| OpError::new(ErrorCode::InvalidChannel, e.to_string()))
 }
 
@@ -53,14 +61,17 @@ fn who(user: Option<&str>) -> String {
     }
 }
 
-pub fn forbidden(action: &str, channel: &ChannelName, user: Option<&str>) -> OpError {
+pub(crate) fn forbidden(action: &str, channel: &ChannelName, user: Option<&str>) -> OpError {
     let who = who(user);
     OpError::new(ErrorCode::Forbidden, format!("{action} on {channel} is not allowed for {who}"))
 }
 
 /// The route `name` takes: `no_route` when none matches, `forbidden` when the route cannot
 /// carry this channel without sharing a backend channel with another (see `Resolved::refusal`).
-pub fn route<'r, 'c>(rules: &'r Rules, name: &'c ChannelName) -> Result<Resolved<'r, 'c>, OpError> {
+pub(crate) fn route<'r, 'c>(
+    rules: &'r Rules,
+    name: &'c ChannelName,
+) -> Result<Resolved<'r, 'c>, OpError> {
     let resolved = rules.resolve(name).ok_or_else(|| {
         OpError::new(ErrorCode::NoRoute, format!("no route matches channel {name}"))
     })?;
@@ -77,14 +88,14 @@ fn valid_data(data: &RawValue, live: &Live) -> Result<(), OpError> {
 }
 
 /// Publishes `data` on `channel`; resolves once the backend has taken the message.
-pub async fn publish(
-    broker: &Broker,
+pub(crate) async fn publish(
+    node: &Node,
     caller: Caller<'_>,
     channel: &str,
     data: &RawValue,
 ) -> Result<(), OpError> {
     let name = parse_channel(channel)?;
-    let live = broker.live.load_full();
+    let live = node.live_full();
     let resolved = route(&live.rules, &name)?;
     if let Caller::Client { user } = caller {
         if !resolved.may_publish(user) {
@@ -107,11 +118,11 @@ pub async fn publish(
     let backend_channel = resolved.backend_channel(&name);
     let frame = encode::message(name.as_str(), data.get(), caller.user());
     let started = Instant::now();
-    let result = broker.hub.publish(backend, &backend_channel, frame).await;
-    if let Some(h) = broker.publish_latency.get(backend) {
+    let result = node.hub.publish(backend, &backend_channel, frame).await;
+    if let Some(h) = node.publish_latency(backend) {
         h.record(started.elapsed().as_secs_f64());
     }
-    result.map_err(|e| OpError::new(ErrorCode::Unavailable, e.to_string()))?;
+    result.map_err(unavailable)?;
     // Counted once the backend took it: refused and unavailable publishes are not traffic.
     if let Some(c) = live.published.get(resolved.route.index) {
         c.increment(1);
@@ -123,13 +134,13 @@ pub async fn publish(
 const CONN_DIGITS: usize = 16;
 
 /// The id clients see for connection `key` on `node`: `<node>:<16 hex digits>`.
-pub fn conn_id(node: &str, key: ConnKey) -> String {
+pub(crate) fn conn_id(node: &str, key: ConnKey) -> String {
     format!("{node}:{key:0width$x}", width = CONN_DIGITS)
 }
 
 /// Splits a connection id into its node and key; None unless it is exactly what [`conn_id`]
 /// makes (node ids never contain `:`).
-pub fn parse_conn_id(id: &str) -> Option<(&str, ConnKey)> {
+pub(crate) fn parse_conn_id(id: &str) -> Option<(&str, ConnKey)> {
     let (node, key) = id.rsplit_once(':')?;
     let canonical = key.len() == CONN_DIGITS
         && key.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
@@ -140,7 +151,7 @@ pub fn parse_conn_id(id: &str) -> Option<(&str, ConnKey)> {
 }
 
 /// Whether a WebSocket client may `send` at all (`auth.send`); the HTTP API is not asked.
-pub fn may_send(permission: SendPermission, user: Option<&str>) -> Result<(), OpError> {
+pub(crate) fn may_send(permission: SendPermission, user: Option<&str>) -> Result<(), OpError> {
     if permission.allows(user) {
         return Ok(());
     }
@@ -148,23 +159,23 @@ pub fn may_send(permission: SendPermission, user: Option<&str>) -> Result<(), Op
 }
 
 /// Sends `data` to connection `to` (`<node>:<16 hex digits>`) on any node.
-pub async fn send(
-    broker: &Broker,
+pub(crate) async fn send(
+    node: &Node,
     from: &str,
     user: Option<&str>,
     to: &str,
     data: &RawValue,
 ) -> Result<(), OpError> {
-    valid_data(data, &broker.live.load())?;
+    valid_data(data, &node.live())?;
     let not_found = || OpError::new(ErrorCode::NotFound, format!("no connection {to:?}"));
-    let (node, number) = parse_conn_id(to).ok_or_else(not_found)?;
+    let (to_node, number) = parse_conn_id(to).ok_or_else(not_found)?;
     // No size check here: `data` is part of a WebSocket frame or an API body, and both are
     // already bounded by server.max_frame_bytes.
     let frame = encode::direct(from, data.get(), user);
-    match broker.hub.send_direct(node, number, frame).await {
+    match node.hub.send_direct(to_node, number, frame).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(not_found()),
-        Err(e) => Err(OpError::new(ErrorCode::Unavailable, e.to_string())),
+        Err(e) => Err(unavailable(e)),
     }
 }
 

@@ -5,6 +5,8 @@
 //! parsed into a tree and re-serialized: the bytes the publisher sent are spliced into the
 //! `message` frame that subscribers receive.
 
+pub mod wire;
+
 use std::borrow::Cow;
 
 use bytes::Bytes;

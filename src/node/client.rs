@@ -1,0 +1,278 @@
+//! One WebSocket client's protocol state: its identity, its subscriptions and its rate limits.
+//!
+//! It turns client frames into operations on the node and queues the replies to its outbox.
+//! It holds no socket: the gateway's session reads frames and keeps the connection alive, and
+//! hands each text frame here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use metrics::Gauge;
+use serde_json::value::RawValue;
+
+use super::bucket::Bucket;
+use super::ops::{self, Caller, OpError};
+use super::{Membership, Node};
+use crate::auth::Identity;
+use crate::channel::ChannelName;
+use crate::hub::TopicKey;
+use crate::outbox::Outbox;
+use crate::protocol::{self, encode, wire, ClientOp, ErrorCode};
+
+/// Failed `?channel=` entries answered one by one; the rest are summed up in one error.
+const QUERY_ERRORS_SHOWN: usize = 16;
+
+pub(crate) struct Client {
+    member: Membership,
+    /// The connection id clients see: `<node>:<16 hex digits of the key>`.
+    id: String,
+    user: Option<Arc<str>>,
+    expires_at: Option<SystemTime>,
+    subscriptions: Subscriptions,
+    /// Publishes and sends.
+    publish_bucket: Bucket,
+    /// Subscribes and unsubscribes, `?channel=` included.
+    subscribe_bucket: Bucket,
+}
+
+impl Client {
+    /// Registers a client whose frames go to `outbox`.
+    pub(crate) fn new(node: &Arc<Node>, identity: Identity, outbox: Arc<Outbox>) -> Client {
+        let member = node.join(outbox);
+        let id = ops::conn_id(node.id(), member.key());
+        let limits = &node.live().limits;
+        Client {
+            id,
+            user: identity.user,
+            expires_at: identity.expires_at,
+            subscriptions: Subscriptions::new(node.metrics().subscriptions.clone()),
+            publish_bucket: Bucket::full(limits.publish_burst),
+            subscribe_bucket: Bucket::full(limits.subscribe_burst),
+            member,
+        }
+    }
+
+    fn node(&self) -> &Arc<Node> {
+        self.member.node()
+    }
+
+    pub(crate) fn outbox(&self) -> &Arc<Outbox> {
+        self.member.outbox()
+    }
+
+    /// When the client's token expires.
+    pub(crate) fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
+    fn reply(&self, json: Bytes) {
+        self.outbox().send(wire::text_frame(&json));
+    }
+
+    fn reply_error(&self, id: Option<&RawValue>, code: ErrorCode, message: &str) {
+        crate::metrics::Metrics::client_error(code);
+        self.reply(encode::error(id, code, message));
+    }
+
+    /// Answers a frame that is not JSON text.
+    pub(crate) fn refuse_binary(&self) {
+        let message = "binary frames are not supported; send JSON text frames";
+        self.reply_error(None, ErrorCode::BadRequest, message);
+    }
+
+    /// Sends the welcome and subscribes the `?channel=` list, answering failures (each draws
+    /// a subscribe token).
+    pub(crate) async fn start(&mut self, channels: Vec<String>) {
+        self.reply(encode::welcome(&self.id, self.node().id()));
+        let mut failed = 0;
+        for channel in &channels {
+            let subscribed = match self.take_subscribe_token() {
+                Ok(()) => self.subscribe(channel).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = subscribed {
+                failed += 1;
+                // A long bad list must not fill the outbox before the client can read it.
+                if failed <= QUERY_ERRORS_SHOWN {
+                    self.reply_error(None, e.code, &format!("{channel}: {}", e.message));
+                }
+            }
+        }
+        if failed > QUERY_ERRORS_SHOWN {
+            let more = failed - QUERY_ERRORS_SHOWN;
+            let message = format!("{more} more channels in ?channel= failed");
+            self.reply_error(None, ErrorCode::BadRequest, &message);
+        }
+    }
+
+    /// Handles one text frame (already checked to be UTF-8) and queues its answer.
+    pub(crate) async fn on_text(&mut self, text: &str) {
+        let frame = match protocol::decode(text) {
+            Ok(f) => f,
+            Err(e) => return self.reply_error(e.id, e.code, &e.message),
+        };
+        let id = frame.id;
+        let result = match frame.op {
+            ClientOp::Ping => {
+                self.reply(encode::pong(id));
+                return;
+            }
+            ClientOp::Subscribe { channel } => self.paced_subscribe(&channel, true).await,
+            ClientOp::Unsubscribe { channel } => self.paced_subscribe(&channel, false).await,
+            ClientOp::Publish { channel, data } => self.publish(&channel, data).await,
+            ClientOp::Send { to, data } => self.send(&to, data).await,
+        };
+        match result {
+            Ok(()) if id.is_some() => self.reply(encode::ok(id)),
+            Ok(()) => {}
+            Err(e) => self.reply_error(id, e.code, &e.message),
+        }
+    }
+
+    async fn paced_subscribe(&mut self, channel: &str, subscribe: bool) -> Result<(), OpError> {
+        self.take_subscribe_token()?;
+        if subscribe {
+            self.subscribe(channel).await
+        } else {
+            self.unsubscribe(channel).await
+        }
+    }
+
+    async fn publish(&mut self, channel: &str, data: &RawValue) -> Result<(), OpError> {
+        self.take_publish_token()?;
+        let caller = Caller::Client { user: self.user.as_deref() };
+        ops::publish(self.node(), caller, channel, data).await
+    }
+
+    async fn send(&mut self, to: &str, data: &RawValue) -> Result<(), OpError> {
+        ops::may_send(self.node().send_permission(), self.user.as_deref())?;
+        self.take_publish_token()?;
+        ops::send(self.node(), &self.id, self.user.as_deref(), to, data).await
+    }
+
+    fn take_publish_token(&mut self) -> Result<(), OpError> {
+        let limits = &self.member.node().live().limits;
+        if self.publish_bucket.take(limits.publish_rate, limits.publish_burst) {
+            return Ok(());
+        }
+        let message = format!("over {} publishes per second", limits.publish_rate);
+        Err(OpError::new(ErrorCode::RateLimited, message))
+    }
+
+    /// Every subscribe or unsubscribe may cost a backend command, so they are paced too.
+    fn take_subscribe_token(&mut self) -> Result<(), OpError> {
+        let limits = &self.member.node().live().limits;
+        if self.subscribe_bucket.take(limits.subscribe_rate, limits.subscribe_burst) {
+            return Ok(());
+        }
+        let message =
+            format!("over {} subscribes and unsubscribes per second", limits.subscribe_rate);
+        Err(OpError::new(ErrorCode::RateLimited, message))
+    }
+
+    async fn subscribe(&mut self, channel: &str) -> Result<(), OpError> {
+        let name = ops::parse_channel(channel)?;
+        if self.subscriptions.map.contains_key(&name) {
+            return Ok(());
+        }
+        let live = self.node().live_full();
+        let resolved = ops::route(&live.rules, &name)?;
+        if !resolved.may_subscribe(self.user.as_deref()) {
+            return Err(ops::forbidden("subscribing", &name, self.user.as_deref()));
+        }
+        if self.subscriptions.map.len() >= live.limits.max_subscriptions {
+            return Err(OpError::new(
+                ErrorCode::RateLimited,
+                format!("subscription limit of {} channels reached", live.limits.max_subscriptions),
+            ));
+        }
+        let topic = TopicKey {
+            backend: resolved.route.backend,
+            channel: Arc::from(resolved.backend_channel(&name)),
+        };
+        self.member.hold(&topic).await.map_err(ops::unavailable)?;
+        self.subscriptions.insert(name, topic);
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> Result<(), OpError> {
+        let name = ops::parse_channel(channel)?;
+        if let Some(topic) = self.subscriptions.remove(&name) {
+            self.member.release(&topic).await;
+        }
+        Ok(())
+    }
+
+    /// After a reload: ends subscriptions the new rules no longer allow, and moves those whose
+    /// backend channel changed.
+    pub(crate) async fn revalidate(&mut self) {
+        let live = self.node().live_full();
+        let names: Vec<ChannelName> = self.subscriptions.map.keys().cloned().collect();
+        for name in names {
+            let verdict = match live.rules.resolve(&name) {
+                None => Err("no_route"),
+                Some(r) if !r.may_subscribe(self.user.as_deref()) => Err("forbidden"),
+                Some(r) => Ok(TopicKey {
+                    backend: r.route.backend,
+                    channel: Arc::from(r.backend_channel(&name)),
+                }),
+            };
+            let Some(old) = self.subscriptions.map.get(&name).cloned() else { continue };
+            let reason = match verdict {
+                Ok(new) if new == old => continue,
+                Ok(new) => match self.member.hold(&new).await {
+                    Ok(()) => {
+                        self.subscriptions.insert(name.clone(), new);
+                        self.member.release(&old).await;
+                        continue;
+                    }
+                    Err(_) => "unavailable",
+                },
+                Err(reason) => reason,
+            };
+            self.subscriptions.remove(&name);
+            self.member.release(&old).await;
+            self.reply(encode::unsubscribed(name.as_str(), reason));
+        }
+    }
+
+    /// Leaves the node in order: socket, then backend subscriptions, then the key.
+    pub(crate) async fn leave(self) {
+        let Client { member, subscriptions, .. } = self;
+        drop(subscriptions);
+        member.leave().await;
+    }
+}
+
+/// Client channel → the topic it is carried on, counted in `switchyard_subscriptions` for as
+/// long as it is held, however the connection ends.
+struct Subscriptions {
+    map: HashMap<ChannelName, TopicKey>,
+    gauge: Gauge,
+}
+
+impl Subscriptions {
+    fn new(gauge: Gauge) -> Subscriptions {
+        Subscriptions { map: HashMap::new(), gauge }
+    }
+
+    fn insert(&mut self, name: ChannelName, topic: TopicKey) {
+        if self.map.insert(name, topic).is_none() {
+            self.gauge.increment(1.0);
+        }
+    }
+
+    fn remove(&mut self, name: &ChannelName) -> Option<TopicKey> {
+        let topic = self.map.remove(name)?;
+        self.gauge.decrement(1.0);
+        Some(topic)
+    }
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        self.gauge.decrement(self.map.len() as f64);
+    }
+}
