@@ -26,6 +26,7 @@ pub(crate) const BACKEND_PUBLISH_SECONDS: &str = "switchyard_backend_publish_sec
 pub(crate) const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
 pub(crate) const HTTP_CONNECTIONS: &str = "switchyard_http_connections";
 pub(crate) const ACCEPT_ERRORS: &str = "switchyard_accept_errors_total";
+pub(crate) const DISPATCH_RESTARTS: &str = "switchyard_dispatch_restarts_total";
 pub(crate) const HTTP_ABORTED: &str = "switchyard_http_aborted_total";
 
 /// Installs the Prometheus recorder once per process and returns its handle for `/metrics`.
@@ -88,6 +89,10 @@ fn describe() {
         "Messages published by clients and the HTTP API, by route"
     );
     describe_counter!(MESSAGES_RECEIVED, "Messages received from backends, by backend");
+    describe_counter!(
+        DISPATCH_RESTARTS,
+        "Dispatch tasks (backend to local subscribers) restarted after a panic, by backend"
+    );
     describe_counter!(MESSAGES_DELIVERED, "Frames queued to local subscribers");
     describe_counter!(MESSAGES_DROPPED, "Messages dropped, by reason");
     describe_counter!(
@@ -124,6 +129,7 @@ pub(crate) struct Metrics {
     pub delivered: Counter,
     pub dropped_no_subscriber: Counter,
     pub dropped_closed: Counter,
+    pub dropped_malformed: Counter,
     pub slow_consumers: Counter,
     pub reload_ok: Counter,
     pub reload_failed: Counter,
@@ -146,6 +152,7 @@ impl Metrics {
             delivered: counter!(MESSAGES_DELIVERED),
             dropped_no_subscriber: counter!(MESSAGES_DROPPED, "reason" => "no_subscriber"),
             dropped_closed: counter!(MESSAGES_DROPPED, "reason" => "connection_closing"),
+            dropped_malformed: counter!(MESSAGES_DROPPED, "reason" => "malformed_inbox"),
             slow_consumers: counter!(SLOW_CONSUMER_DISCONNECTS),
             reload_ok: counter!(CONFIG_RELOADS, "result" => "ok"),
             reload_failed: counter!(CONFIG_RELOADS, "result" => "failed"),
@@ -171,6 +178,10 @@ impl Metrics {
 
     pub(crate) fn published(route: &str) -> Counter {
         counter!(MESSAGES_PUBLISHED, "route" => route.to_string())
+    }
+
+    pub(crate) fn dispatch_restarts(backend: &str) -> Counter {
+        counter!(DISPATCH_RESTARTS, "backend" => backend.to_string())
     }
 
     pub(crate) fn publish_latency(backend: &str) -> Histogram {

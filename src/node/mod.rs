@@ -185,7 +185,7 @@ impl Node {
 
     /// Whether every backend is reachable and every dispatch task runs (drives `/readyz`).
     pub(crate) async fn ready(&self) -> Result<(), String> {
-        self.hub.ready().await.map_err(|(name, e)| format!("backend {name}: {e}"))
+        self.hub.ready().await
     }
 
     /// Begins shutdown: the accept loop stops and every session closes with 1001.

@@ -6,7 +6,11 @@
 //! queued to every local subscriber's [`Outbox`].
 //!
 //! Each node also subscribes to its inbox channel on the inbox backend; `send` frames travel
-//! there as `<connection key, decimal>\n<frame>`.
+//! there as [`inbox::InboxMessage`]s. [`dispatch`] moves messages from backends to outboxes,
+//! under supervision.
+
+mod dispatch;
+mod inbox;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -14,6 +18,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use switchyard_backend::{Backend, BackendError, Incoming, Message};
 use tokio_util::sync::CancellationToken;
+
+use dispatch::{kick_all, supervise, Running, Supervised, DISPATCH_BATCH};
+use inbox::InboxMessage;
 
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Push};
@@ -55,28 +62,10 @@ pub(crate) struct Hub {
     topics: RwLock<HashMap<TopicKey, Arc<Topic>>>,
     connections: RwLock<HashMap<ConnKey, Arc<Outbox>>>,
     metrics: Metrics,
+    /// Whether each backend's dispatch task runs, by backend index.
+    running: Vec<Arc<Running>>,
     /// Ends the dispatch tasks; cancelled after sessions have drained.
     stop: CancellationToken,
-}
-
-/// Messages taken from a backend stream at once; a burst is queued whole before writing.
-const DISPATCH_BATCH: usize = 256;
-/// Connections written by one task; more are spread over spawned tasks so every core writes.
-const KICK_CHUNK: usize = 128;
-
-/// Writes every touched outbox, in parallel chunks when there are many.
-fn kick_all(touched: &mut Vec<Arc<Outbox>>) {
-    while touched.len() > KICK_CHUNK {
-        let chunk = touched.split_off(touched.len() - KICK_CHUNK);
-        tokio::spawn(async move {
-            for outbox in chunk {
-                outbox.kick();
-            }
-        });
-    }
-    for outbox in touched.drain(..) {
-        outbox.kick();
-    }
 }
 
 /// After a burst a table would keep its peak size for good; give most of it back once it is
@@ -98,7 +87,9 @@ impl Hub {
         metrics: Metrics,
     ) -> Hub {
         let inbox = inbox.map(|i| (i, Arc::from(inbox_channel(&node))));
+        let running = backends.iter().map(|_| Arc::new(Running::default())).collect();
         Hub {
+            running,
             node,
             backends,
             inbox,
@@ -121,14 +112,19 @@ impl Hub {
             let incoming = b.backend.take_incoming().ok_or_else(|| {
                 BackendError::Invalid(format!("backend {} handed out its stream already", b.name))
             })?;
+            // The stream sits behind a mutex so a restarted task takes over the same one.
+            let incoming = Arc::new(tokio::sync::Mutex::new(incoming));
+            let supervised = Supervised {
+                name: b.name.clone(),
+                running: self.running[index].clone(),
+                restarts: Metrics::dispatch_restarts(&b.name),
+                stop: self.stop.clone(),
+            };
             let hub = self.clone();
-            tokio::spawn(async move {
-                let stop = hub.stop.clone();
-                tokio::select! {
-                    _ = hub.dispatch(index, incoming) => {}
-                    _ = stop.cancelled() => {}
-                }
-            });
+            tokio::spawn(supervise(supervised, move || {
+                let (hub, incoming) = (hub.clone(), incoming.clone());
+                async move { hub.dispatch(index, &mut *incoming.lock().await).await }
+            }));
         }
         if let Some((index, channel)) = &self.inbox {
             let b = &self.backends[*index];
@@ -141,7 +137,8 @@ impl Hub {
         Ok(())
     }
 
-    async fn dispatch(self: Arc<Self>, backend: usize, mut incoming: Incoming) {
+    /// Moves messages from backend `backend`'s stream to local subscribers until it ends.
+    async fn dispatch(&self, backend: usize, incoming: &mut Incoming) {
         let received = Metrics::received(&self.backends[backend].name);
         let mut batch = Vec::with_capacity(DISPATCH_BATCH);
         let mut touched = Vec::new();
@@ -201,14 +198,17 @@ impl Hub {
     }
 
     fn deliver_direct(&self, payload: &Bytes) {
-        let Some(newline) = payload.iter().position(|b| *b == b'\n') else {
-            return;
-        };
-        let Some(conn) = std::str::from_utf8(&payload[..newline]).ok().and_then(|s| s.parse().ok())
-        else {
-            return;
-        };
-        self.push_to(conn, wire::text_frame(&payload[newline + 1..]));
+        match InboxMessage::decode(payload) {
+            Ok(m) => {
+                self.push_to(m.to, wire::text_frame(&m.frame));
+            }
+            Err(e) => {
+                // Only nodes publish to an inbox (no route reaches the reserved prefix), so this
+                // is a node of another version, or something else writing into Redis.
+                self.metrics.dropped_malformed.increment(1);
+                tracing::warn!(error = %e, "dropped a malformed message on this node's inbox");
+            }
+        }
     }
 
     /// Queues a frame to one local connection; false when it does not exist.
@@ -254,14 +254,11 @@ impl Hub {
         let Some((backend, _)) = &self.inbox else {
             return Ok(false);
         };
-        let mut payload = Vec::with_capacity(frame.len() + 21);
-        payload.extend_from_slice(conn.to_string().as_bytes());
-        payload.push(b'\n');
-        payload.extend_from_slice(&frame);
+        let payload = InboxMessage { to: conn, frame }.encode();
         // Nobody on the inbox channel: that node does not exist (or is gone), so neither does
         // the connection. Whether the connection exists on a live node is not knowable here.
         let reached =
-            self.backends[*backend].backend.publish(&inbox_channel(node), payload.into()).await?;
+            self.backends[*backend].backend.publish(&inbox_channel(node), payload).await?;
         Ok(reached > 0)
     }
 
@@ -383,10 +380,13 @@ impl Hub {
         }
     }
 
-    /// Whether every backend is reachable (drives `/readyz`).
-    pub(crate) async fn ready(&self) -> Result<(), (Arc<str>, BackendError)> {
-        for b in &self.backends {
-            b.backend.ready().await.map_err(|e| (b.name.clone(), e))?;
+    /// Whether every backend is reachable and its dispatch task runs (drives `/readyz`).
+    pub(crate) async fn ready(&self) -> Result<(), String> {
+        for (b, running) in self.backends.iter().zip(&self.running) {
+            if !running.get() {
+                return Err(format!("backend {}: dispatch task is not running", b.name));
+            }
+            b.backend.ready().await.map_err(|e| format!("backend {}: {e}", b.name))?;
         }
         Ok(())
     }

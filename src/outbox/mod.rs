@@ -8,22 +8,11 @@
 //! messages before kicking, so a burst leaves with one syscall per connection per batch, and a
 //! lone message reaches the socket without waking the connection's task at all.
 //!
-//! # Who writes: a small state machine
+//! # Who writes
 //!
-//! ```text
-//!            kick: the socket took everything
-//!          ┌──────────────────────────────────┐
-//!          ▼                                  │
-//!        Idle ── push: First, then kick ──────┤
-//!          ▲                                  │ kick: the socket is full (wakes the session)
-//!          │ session: the socket took         ▼
-//!          │ everything                    Session ── the session writes on `writable()`;
-//!          └──────────────────────────────────┘        pushes only queue, kicks stay away
-//!
-//!   Idle or Session ── close requested, seen by the session ──► Closing
-//!        the close frame is queued last; the session writes until it is out, or gives up
-//!        after a grace and drops the socket
-//! ```
+//! The hub's kicks write while the socket takes everything; once it does not, or a close is
+//! requested, the session takes over. That hand-over is the small state machine in
+//! [`handover`], documented and model-checked there.
 //!
 //! Every write, from a kick or from the session, is one non-blocking attempt made under the
 //! queue's lock, so nobody ever waits on a socket while holding it, and the session's loop
@@ -37,20 +26,19 @@
 //! the session to close with 4001, so one stalled client never holds up the others or grows
 //! memory without bound.
 
-use std::collections::VecDeque;
-use std::io::IoSlice;
+mod handover;
+mod queue;
+
 use std::sync::{Arc, Mutex};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::protocol::wire::{self, close};
+use handover::{SessionDuty, Step, Writer};
+use queue::{encode, write_queue, Item, Queue};
 
-/// Largest payload of one batched frame (`?batch=1`); bigger bursts go out as several frames.
-const BATCH_FRAME_BYTES: usize = 64 * 1024;
-/// Buffers handed to one vectored write (Linux accepts up to 1024).
-const MAX_IOVECS: usize = 256;
+use crate::protocol::wire::{self, close};
 
 /// What became of a pushed frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,109 +75,11 @@ pub(crate) enum Written {
     Blocked,
 }
 
-/// One queued item.
-#[derive(Debug, Clone)]
-enum Item {
-    /// A complete frame as the hub or session encoded it (batchable when it is a text frame).
-    Frame(Bytes),
-    /// Bytes already encoded for the wire, e.g. the rest of a partly written frame.
-    Raw(Bytes),
-}
-
-impl Item {
-    fn bytes(&self) -> &Bytes {
-        match self {
-            Item::Frame(b) | Item::Raw(b) => b,
-        }
-    }
-}
-
-/// The items with their exact byte total; every change to the items goes through here.
-#[derive(Default)]
-struct Queue {
-    items: VecDeque<Item>,
-    bytes: usize,
-}
-
-impl Queue {
-    fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    fn push_back(&mut self, item: Item) {
-        self.bytes += item.bytes().len();
-        self.items.push_back(item);
-    }
-
-    fn push_front(&mut self, item: Item) {
-        self.bytes += item.bytes().len();
-        self.items.push_front(item);
-    }
-
-    fn pop_front(&mut self) -> Option<Item> {
-        let item = self.items.pop_front()?;
-        self.bytes -= item.bytes().len();
-        Some(item)
-    }
-
-    /// Pops `written` bytes off the head; a frame written in part stays as its unwritten rest.
-    fn consume(&mut self, mut written: usize) {
-        while written > 0 {
-            let Some(front) = self.items.front_mut() else { break };
-            let len = front.bytes().len();
-            if written >= len {
-                written -= len;
-                self.pop_front();
-            } else {
-                let mut rest = front.bytes().clone();
-                rest.advance(written);
-                *front = Item::Raw(rest);
-                self.bytes -= written;
-                written = 0;
-            }
-        }
-    }
-
-    /// Drops every frame not yet started. A frame begun on the wire (a `Raw` head) stays, so
-    /// the close frame that follows still lands on a frame boundary.
-    fn drop_unstarted(&mut self) {
-        let head = match self.items.front() {
-            Some(Item::Raw(_)) => self.pop_front(),
-            _ => None,
-        };
-        self.items.clear();
-        self.bytes = 0;
-        if let Some(head) = head {
-            self.push_front(head);
-        }
-    }
-
-    /// A burst can leave a ring of up to `outbound_queue` slots behind; an emptied queue gives
-    /// it back so idle connections stay small.
-    fn trim(&mut self) {
-        if self.items.is_empty() && self.items.capacity() > 64 {
-            self.items.shrink_to(8);
-        }
-    }
-}
-
 /// Why and how a connection closes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Close {
     pub code: u16,
     pub reason: String,
-}
-
-/// Who writes to the socket now (see the module documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Writer {
-    Idle,
-    Session,
-    Closing,
 }
 
 pub(crate) struct Outbox {
@@ -256,8 +146,9 @@ impl Outbox {
             self.ready.notify_one();
             return Push::Overflowed;
         }
+        let was_empty = state.queue.is_empty();
         state.queue.push_back(Item::Frame(frame));
-        if state.queue.len() == 1 && state.writer == Writer::Idle {
+        if state.writer.push_owes_kick(was_empty) {
             Push::First
         } else {
             Push::Queued
@@ -277,7 +168,7 @@ impl Outbox {
     /// not take is left for the session, which is woken.
     pub(crate) fn kick(&self) {
         let mut state = self.state();
-        if state.writer != Writer::Idle || state.queue.is_empty() || state.close.is_some() {
+        if !state.writer.kick_may_write(state.close.is_some()) || state.queue.is_empty() {
             return;
         }
         let Some(socket) = state.socket.clone() else {
@@ -288,7 +179,7 @@ impl Outbox {
             return;
         }
         // The socket is full (or failed, which the session's own write will find out).
-        state.writer = Writer::Session;
+        state.writer = state.writer.after(Step::KickBlocked);
         drop(state);
         self.ready.notify_one();
     }
@@ -307,16 +198,15 @@ impl Outbox {
     /// bytes behind, and turns a close request into the close frame queued last.
     pub(crate) fn duty(&self) -> Duty {
         let mut state = self.state();
-        if state.writer != Writer::Closing {
-            if let Some(c) = state.close.clone() {
-                state.writer = Writer::Closing;
+        match state.writer.session_duty(state.close.is_some()) {
+            SessionDuty::Nothing => Duty::Nothing,
+            SessionDuty::Write => Duty::Write,
+            SessionDuty::BeginClose => {
+                let Some(c) = state.close.clone() else { return Duty::Write };
+                state.writer = state.writer.after(Step::CloseSeen);
                 state.queue.push_back(Item::Raw(wire::close_frame(c.code, &c.reason)));
-                return Duty::Close(c);
+                Duty::Close(c)
             }
-        }
-        match state.writer {
-            Writer::Idle => Duty::Nothing,
-            Writer::Session | Writer::Closing => Duty::Write,
         }
     }
 
@@ -328,9 +218,7 @@ impl Outbox {
             return Ok(Written::Blocked);
         }
         state.queue.trim();
-        if state.writer == Writer::Session {
-            state.writer = Writer::Idle;
-        }
+        state.writer = state.writer.after(Step::SessionWroteAll);
         Ok(Written::All)
     }
 
@@ -373,103 +261,6 @@ impl Outbox {
     /// Resolves when the session has work: leftovers a kick could not write, or a close.
     pub(crate) async fn ready(&self) {
         self.ready.notified().await
-    }
-}
-
-/// Non-blocking writes of the queue until it is empty (Ok(true)) or the socket is full
-/// (Ok(false)); pops exactly what was written.
-fn write_queue(queue: &mut Queue, socket: &TcpStream, batch: bool) -> std::io::Result<bool> {
-    let mut buf = Vec::new();
-    while !queue.is_empty() {
-        let result = if batch {
-            write_batch(queue, socket, &mut buf)
-        } else {
-            write_vectored(socket, queue)
-        };
-        match result {
-            Ok(true) => continue,
-            Ok(false) => return Ok(false),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
-
-/// Packs the head of the queue into one batch frame and writes it; what the socket does not
-/// take goes back to the head as raw bytes. Ok(true) when it took everything offered.
-fn write_batch(queue: &mut Queue, socket: &TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
-    buf.clear();
-    encode(buf, queue, true);
-    match socket.try_write(buf) {
-        Ok(n) if n < buf.len() => {
-            queue.push_front(Item::Raw(Bytes::copy_from_slice(&buf[n..])));
-            Ok(false)
-        }
-        Ok(_) => Ok(true),
-        Err(e) => {
-            queue.push_front(Item::Raw(Bytes::from(std::mem::take(buf))));
-            Err(e)
-        }
-    }
-}
-
-/// One non-blocking vectored write of the queue's head; pops what was written. Ok(true) when the
-/// socket took everything offered.
-fn write_vectored(socket: &TcpStream, queue: &mut Queue) -> std::io::Result<bool> {
-    // The common case at low rates: one frame, one plain write.
-    let (written, offered) = if queue.len() == 1 {
-        let only = queue.items.front().map(Item::bytes).cloned().unwrap_or_default();
-        (socket.try_write(&only)?, only.len())
-    } else {
-        let slices: Vec<IoSlice<'_>> =
-            queue.items.iter().take(MAX_IOVECS).map(|item| IoSlice::new(item.bytes())).collect();
-        let offered = slices.iter().map(|s| s.len()).sum();
-        (socket.try_write_vectored(&slices)?, offered)
-    };
-    queue.consume(written);
-    Ok(written == offered)
-}
-
-/// Encodes queued items into `out`, at most one batch frame's worth in batch mode, and pops
-/// them.
-fn encode(out: &mut Vec<u8>, queue: &mut Queue, batch: bool) {
-    if !batch {
-        while let Some(item) = queue.pop_front() {
-            out.extend_from_slice(item.bytes());
-        }
-        return;
-    }
-    // Pack the run of text frames at the head into one frame, objects separated by `\n`.
-    let mut run = 0;
-    let mut run_len = 0;
-    for item in queue.items.iter() {
-        match item {
-            Item::Frame(f) if f.first() == Some(&(0x80 | wire::OP_TEXT)) => {
-                let len = wire::frame_payload(f).len();
-                if run > 0 && run_len + 1 + len > BATCH_FRAME_BYTES {
-                    break;
-                }
-                run_len += len + usize::from(run > 0);
-                run += 1;
-            }
-            _ => break,
-        }
-    }
-    if run <= 1 {
-        if let Some(item) = queue.pop_front() {
-            out.extend_from_slice(item.bytes());
-        }
-        return;
-    }
-    wire::put_header(out, wire::OP_TEXT, run_len);
-    for i in 0..run {
-        if i > 0 {
-            out.push(b'\n');
-        }
-        if let Some(item) = queue.pop_front() {
-            out.extend_from_slice(wire::frame_payload(item.bytes()));
-        }
     }
 }
 
