@@ -1,8 +1,9 @@
 //! Identity: JWT verification for WebSocket clients and API keys for the HTTP API.
 //!
 //! A token's `sub` becomes the connection's user, the only source of the `user` field that
-//! subscribers see. HS256 takes its secret from an environment variable (never the config file,
-//! which is often committed); RS256/ES256 take a PEM public key file.
+//! subscribers see. HS256 takes its secret from an environment variable or a file of its own
+//! (a mounted Kubernetes or Docker secret; never the config file, which is often committed);
+//! RS256/ES256 take a PEM public key file. API keys come the same two ways.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,6 +35,10 @@ pub enum AuthSetupError {
     MissingSecret(String),
     #[error("auth.api_keys_env: environment variable {0} is not set or holds no key")]
     MissingApiKeys(String),
+    #[error("auth.{key}: cannot read {file}: {source}")]
+    SecretFile { key: &'static str, file: String, source: std::io::Error },
+    #[error("auth.{key}: {file} holds no secret")]
+    EmptySecretFile { key: &'static str, file: String },
     #[error("auth: cannot read public key file {file}: {source}")]
     KeyFile { file: String, source: std::io::Error },
     #[error("auth: public key file {file} is not a valid PEM key: {source}")]
@@ -74,6 +79,9 @@ impl Authenticator {
             if secret.is_empty() {
                 return Err(AuthSetupError::MissingSecret(var.clone()));
             }
+            return Ok(Some(Authenticator::hs256(secret.as_bytes(), cfg)));
+        } else if let Some(file) = &cfg.jwt_hs256_secret_file {
+            let secret = read_secret_file("jwt_hs256_secret_file", file)?;
             return Ok(Some(Authenticator::hs256(secret.as_bytes(), cfg)));
         } else if let Some(file) = &cfg.jwt_rs256_public_key_file {
             let pem = read_key(file)?;
@@ -135,6 +143,22 @@ impl Authenticator {
     }
 }
 
+/// The contents of a secret file without its trailing line break (editors and `echo` add one;
+/// no secret ends in one). Read at every start and reload, so a rotated secret is picked up.
+fn read_secret_file(key: &'static str, file: &str) -> Result<String, AuthSetupError> {
+    let text = std::fs::read_to_string(file).map_err(|source| AuthSetupError::SecretFile {
+        key,
+        file: file.to_string(),
+        source,
+    })?;
+    let secret =
+        text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    if secret.is_empty() {
+        return Err(AuthSetupError::EmptySecretFile { key, file: file.to_string() });
+    }
+    Ok(secret.to_string())
+}
+
 fn read_key(file: &str) -> Result<Vec<u8>, AuthSetupError> {
     std::fs::read(file).map_err(|source| AuthSetupError::KeyFile { file: file.to_string(), source })
 }
@@ -146,23 +170,38 @@ pub(crate) struct ApiKeys {
 }
 
 impl ApiKeys {
-    /// Reads comma-separated keys from the env var the config names; none configured: the API
-    /// refuses every request.
+    /// Reads comma-separated keys from the env var or the file the config names; none
+    /// configured: the API refuses every request.
     pub(crate) fn from_config(cfg: &AuthConfig) -> Result<ApiKeys, AuthSetupError> {
+        if let Some(file) = &cfg.api_keys_file {
+            let keys = ApiKeys::parse(&read_secret_file("api_keys_file", file)?);
+            if keys.keys.is_empty() {
+                return Err(AuthSetupError::EmptySecretFile {
+                    key: "api_keys_file",
+                    file: file.clone(),
+                });
+            }
+            return Ok(keys);
+        }
         let Some(var) = &cfg.api_keys_env else {
             return Ok(ApiKeys::default());
         };
-        let raw = std::env::var(var).unwrap_or_default();
-        let keys: Vec<Vec<u8>> = raw
+        let keys = ApiKeys::parse(&std::env::var(var).unwrap_or_default());
+        if keys.keys.is_empty() {
+            return Err(AuthSetupError::MissingApiKeys(var.clone()));
+        }
+        Ok(keys)
+    }
+
+    /// Comma-separated keys; blanks around and between them are ignored.
+    fn parse(raw: &str) -> ApiKeys {
+        let keys = raw
             .split(',')
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .map(|k| k.as_bytes().to_vec())
             .collect();
-        if keys.is_empty() {
-            return Err(AuthSetupError::MissingApiKeys(var.clone()));
-        }
-        Ok(ApiKeys { keys })
+        ApiKeys { keys }
     }
 
     pub(crate) fn is_configured(&self) -> bool {
@@ -239,6 +278,46 @@ mod tests {
             ..AuthConfig::default()
         });
         assert!(matches!(r, Err(AuthSetupError::MissingSecret(_))));
+    }
+
+    #[test]
+    fn secrets_and_keys_are_read_from_files_without_the_trailing_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("jwt");
+        std::fs::write(&secret, "s3cret\n").expect("write secret");
+        let keys = dir.path().join("keys");
+        std::fs::write(&keys, "k1, key-two\r\n").expect("write keys");
+        let cfg = AuthConfig {
+            jwt_hs256_secret_file: Some(secret.display().to_string()),
+            api_keys_file: Some(keys.display().to_string()),
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::from_config(&cfg).expect("setup").expect("JWT configured");
+        let id = auth.verify(&token("s3cret", serde_json::json!({"sub":"a"}))).expect("valid");
+        assert_eq!(id.user.as_deref(), Some("a"));
+        let api = ApiKeys::from_config(&cfg).expect("keys");
+        assert!(api.accepts("k1") && api.accepts("key-two") && !api.accepts("key-two\r"));
+    }
+
+    #[test]
+    fn a_missing_or_empty_secret_file_names_the_key_and_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope").display().to_string();
+        let cfg = AuthConfig { jwt_hs256_secret_file: Some(missing.clone()), ..Default::default() };
+        let e = Authenticator::from_config(&cfg).err().expect("missing file").to_string();
+        assert!(
+            e.starts_with(&format!("auth.jwt_hs256_secret_file: cannot read {missing}: ")),
+            "{e}"
+        );
+        let cfg = AuthConfig { api_keys_file: Some(missing.clone()), ..Default::default() };
+        let e = ApiKeys::from_config(&cfg).err().expect("missing file").to_string();
+        assert!(e.starts_with(&format!("auth.api_keys_file: cannot read {missing}: ")), "{e}");
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " ,\n").expect("write");
+        let cfg =
+            AuthConfig { api_keys_file: Some(empty.display().to_string()), ..Default::default() };
+        let e = ApiKeys::from_config(&cfg).err().expect("no key").to_string();
+        assert_eq!(e, format!("auth.api_keys_file: {} holds no secret", empty.display()));
     }
 
     #[test]

@@ -3,16 +3,14 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::TestBroker;
+use common::{Secrets, TestBroker};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-/// Every test in this file uses the same variable and value, so parallel tests agree.
-const SECRET_VAR: &str = "SWITCHYARD_TEST_AUTH_JWT_SECRET";
 const SECRET: &str = "integration-test-secret";
 
 const ROUTES: &str = r#"
@@ -37,15 +35,15 @@ subscribe = "anyone"
 publish = "anyone"
 "#;
 
-fn hs256_config() -> String {
-    hs256_config_with("")
-}
-
-/// [`hs256_config`] with more `[auth]` keys.
-fn hs256_config_with(auth: &str) -> String {
-    // SAFETY of set_var: all tests in this binary set this variable to the same value.
-    unsafe { std::env::set_var(SECRET_VAR, SECRET) };
-    format!("[auth]\njwt_hs256_secret_env = \"{SECRET_VAR}\"\n{auth}\n[backends.local]\nkind = \"memory\"\n{ROUTES}")
+/// A broker verifying HS256 tokens signed with [`SECRET`] (read from a secret file), with
+/// `auth` as more `[auth]` keys.
+async fn hs256_broker(auth: &str) -> TestBroker {
+    let secrets = Secrets::new();
+    let toml = format!(
+        "[auth]\n{}{auth}\n[backends.local]\nkind = \"memory\"\n{ROUTES}",
+        secrets.jwt(SECRET)
+    );
+    TestBroker::start_with_secrets(&toml, secrets).await
 }
 
 fn now() -> u64 {
@@ -72,7 +70,7 @@ async fn refused_status(url: &str) -> u16 {
 
 #[tokio::test]
 async fn valid_token_in_query_or_header_identifies_the_user() {
-    let broker = TestBroker::start(&hs256_config()).await;
+    let broker = hs256_broker("").await;
     let mut alice = broker.connect(&format!("token={}", token("alice", Some(now() + 600)))).await;
     alice.subscribe("user.alice").await;
 
@@ -91,7 +89,7 @@ async fn valid_token_in_query_or_header_identifies_the_user() {
 
 #[tokio::test]
 async fn forged_expired_and_garbage_tokens_get_401_before_the_upgrade() {
-    let broker = TestBroker::start(&hs256_config()).await;
+    let broker = hs256_broker("").await;
     let forged = encode(
         &Header::default(),
         &json!({"sub":"alice"}),
@@ -137,7 +135,7 @@ async fn refusal_body(broker: &TestBroker, token: &str) -> Value {
 
 #[tokio::test]
 async fn token_not_valid_yet_gets_401_and_says_so() {
-    let broker = TestBroker::start(&hs256_config()).await;
+    let broker = hs256_broker("").await;
     let key = EncodingKey::from_secret(SECRET.as_bytes());
     let later = encode(&Header::default(), &json!({"sub":"alice","nbf": now() + 60}), &key)
         .expect("encode");
@@ -150,18 +148,28 @@ async fn token_not_valid_yet_gets_401_and_says_so() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
+/// On paused tokio time. The token's `exp` is checked against the system clock at the
+/// upgrade, but the broker turns what is left of it into a tokio timer for the connection, so
+/// once connected the close comes from that timer: auto-advance fires it as soon as both sides
+/// wait, and a loaded machine cannot make the test late. The 2 s of `exp` are real time only
+/// for the upgrade, which takes milliseconds.
+#[tokio::test(start_paused = true)]
 async fn token_expiring_mid_connection_closes_with_4003() {
-    let broker = TestBroker::start(&hs256_config()).await;
-    let mut c = broker.connect(&format!("token={}", token("alice", Some(now() + 2)))).await;
+    let broker = hs256_broker("").await;
+    let exp = now() + 2;
+    let mut c = broker.connect(&format!("token={}", token("alice", Some(exp)))).await;
+    let connected = tokio::time::Instant::now();
     c.subscribe("user.alice").await;
     assert_eq!(c.expect_close().await, 4003);
+    // `exp` is whole seconds: between one and two seconds were left at the upgrade.
+    let lived = connected.elapsed();
+    assert!(lived > Duration::from_millis(900) && lived <= Duration::from_secs(2), "{lived:?}");
     broker.shutdown().await;
 }
 
 #[tokio::test]
 async fn every_permission_kind_is_enforced() {
-    let broker = TestBroker::start(&hs256_config()).await;
+    let broker = hs256_broker("").await;
     let mut anon = broker.connect("").await;
     let mut alice = broker.connect(&format!("token={}", token("alice", None))).await;
 
@@ -193,7 +201,7 @@ async fn every_permission_kind_is_enforced() {
 
 #[tokio::test]
 async fn clients_cannot_forge_the_user_field() {
-    let broker = TestBroker::start(&hs256_config()).await;
+    let broker = hs256_broker("").await;
     let mut alice = broker.connect(&format!("token={}", token("alice", None))).await;
     let mut anon = broker.connect("").await;
     alice.subscribe("open.chat").await;
@@ -222,7 +230,7 @@ async fn clients_cannot_forge_the_user_field() {
 
 #[tokio::test]
 async fn send_takes_a_token_by_default_and_auth_send_decides() {
-    let broker = TestBroker::start(&hs256_config()).await;
+    let broker = hs256_broker("").await;
     let mut anon = broker.connect("").await;
     let mut alice = broker.connect(&format!("token={}", token("alice", None))).await;
     let e = anon.error(json!({"op":"send","to":alice.conn,"data":"hi"}), "forbidden").await;
@@ -234,7 +242,7 @@ async fn send_takes_a_token_by_default_and_auth_send_decides() {
     drop((anon, alice));
     broker.shutdown().await;
 
-    let open = TestBroker::start(&hs256_config_with("send = \"anyone\"")).await;
+    let open = hs256_broker("send = \"anyone\"").await;
     let mut anon = open.connect("").await;
     let alice = open.connect(&format!("token={}", token("alice", None))).await;
     anon.ok(json!({"op":"send","to":alice.conn,"data":"hi"})).await;
@@ -243,13 +251,8 @@ async fn send_takes_a_token_by_default_and_auth_send_decides() {
 
     // `nobody` closes WebSocket `send` even to users; the HTTP API, trusted by its key, still
     // reaches them.
-    let key_var = "SWITCHYARD_TEST_AUTH_SEND_API_KEYS";
-    // SAFETY of set_var: only this test uses this variable.
-    unsafe { std::env::set_var(key_var, "send-key") };
-    let closed = TestBroker::start(&hs256_config_with(&format!(
-        "send = \"nobody\"\napi_keys_env = \"{key_var}\""
-    )))
-    .await;
+    let keys = Secrets::new();
+    let closed = hs256_broker(&format!("send = \"nobody\"\n{}", keys.api_keys("send-key"))).await;
     let mut alice = closed.connect(&format!("token={}", token("alice", None))).await;
     let bob = closed.connect(&format!("token={}", token("bob", None))).await;
     let e = alice.error(json!({"op":"send","to":bob.conn,"data":"hi"}), "forbidden").await;
@@ -333,4 +336,20 @@ async fn a_missing_secret_variable_stops_the_start_with_a_clear_error() {
         Ok(_) => panic!("broker started without its JWT secret"),
     };
     assert!(err.contains("SWITCHYARD_TEST_SURELY_UNSET_VAR"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_secret_file_stops_the_start_naming_the_key_and_the_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("jwt-secret");
+    let toml = format!(
+        "[auth]\njwt_hs256_secret_file = {:?}\n[backends.local]\nkind = \"memory\"\n",
+        missing.to_str().expect("utf-8 temp path")
+    );
+    let err = match switchyard::broker::Broker::start(common::config(&toml)).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("broker started without its JWT secret file"),
+    };
+    assert!(err.contains("auth.jwt_hs256_secret_file"), "{err}");
+    assert!(err.contains(&missing.display().to_string()), "{err}");
 }

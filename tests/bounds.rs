@@ -155,15 +155,14 @@ async fn a_client_stuck_in_a_write_still_gets_its_ping_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_stuck_in_a_write_still_gets_4003_when_its_token_expires() {
     use jsonwebtoken::{encode, EncodingKey, Header};
-    const VAR: &str = "SWITCHYARD_TEST_BOUNDS_JWT_SECRET";
-    // SAFETY of set_var: this is the only test in this binary that reads or writes VAR.
-    unsafe { std::env::set_var(VAR, "bounds-secret") };
-    let broker = TestBroker::start(&format!(
-        "{LOOSE_QUEUE}\n[auth]\njwt_hs256_secret_env = \"{VAR}\"\n\n[backends.local]\n\
+    let secrets = common::Secrets::new();
+    let toml = format!(
+        "{LOOSE_QUEUE}\n[auth]\n{}\n[backends.local]\n\
          kind = \"memory\"\n\n[[routes]]\nmatch = \"**\"\nsubscribe = \"anyone\"\n\
-         publish = \"anyone\"\n"
-    ))
-    .await;
+         publish = \"anyone\"\n",
+        secrets.jwt("bounds-secret")
+    );
+    let broker = TestBroker::start_with_secrets(&toml, secrets).await;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let exp = now + 3;
     let token = encode(

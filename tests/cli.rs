@@ -1,6 +1,8 @@
 //! The command line as a user runs it: print-config, check (with located errors for every
 //! file in config/invalid/) and route explanations.
 
+mod common;
+
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
@@ -177,55 +179,26 @@ async fn serve_reloads_on_sighup_and_shuts_down_on_sigterm() {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("probe")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let config = dir.path().join("switchyard.toml");
-    std::fs::write(
-        &config,
-        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[backends.local]\nkind = \"memory\"\n[[routes]]\nmatch = \"**\"\nsubscribe = \"anyone\"\npublish = \"anyone\"\n"),
-    )
-    .expect("write config");
-    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().expect("utf8")])
-        .stderr(log)
-        .spawn()
-        .expect("spawn serve");
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let reloads = || async move {
-        let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return None };
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.ok()?;
-        body.lines()
-            .find(|l| l.starts_with("switchyard_config_reloads_total{result=\"ok\"}"))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .or(Some(0))
+    let broker = common::ServedBroker::start(common::OPEN_CONFIG).await;
+    let ok_reloads = |page: String| {
+        page.lines()
+            .find_map(|l| l.strip_prefix("switchyard_config_reloads_total{result=\"ok\"} "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while reloads().await.is_none() {
-        assert!(std::time::Instant::now() < deadline, "broker did not come up");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(reloads().await, Some(0));
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
-    while reloads().await != Some(1) {
-        assert!(std::time::Instant::now() < deadline, "SIGHUP did not reload the config");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    assert_eq!(ok_reloads(broker.metrics().await), 0);
+    broker.signal("HUP");
+    let addr = broker.addr;
+    common::eventually("SIGHUP reloads the config", || async move {
+        ok_reloads(common::http(addr, "GET", "/metrics", &[], "").await.1) == 1
+    })
+    .await;
 
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.expect("connect");
     let welcome = ws.next().await.expect("welcome").expect("welcome frame");
     assert!(matches!(welcome, Message::Text(_)));
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    broker.signal("TERM");
     let close = loop {
         match tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await {
             Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
@@ -235,7 +208,6 @@ async fn serve_reloads_on_sighup_and_shuts_down_on_sigterm() {
     };
     assert_eq!(close, Some(1001));
     drop(ws);
-    let status =
-        tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    let status = broker.exit_status().await;
     assert!(status.success(), "serve exited with {status}");
 }

@@ -261,13 +261,9 @@ publish_burst = 100000
 /// the publisher put in its `data` (JSON allows raw newlines between tokens).
 #[tokio::test]
 async fn batched_frames_split_cleanly_when_published_data_has_newlines() {
-    let var = "SWITCHYARD_TEST_FANOUT_BATCH_NEWLINE_KEYS";
-    // SAFETY: this test is the only reader and writer of this variable.
-    unsafe { std::env::set_var(var, "k") };
-    let broker = TestBroker::start(&format!(
-        "{FANOUT_CONFIG}\n[auth]\napi_keys_env = \"{var}\"\nsend = \"anyone\"\n"
-    ))
-    .await;
+    let secrets = common::Secrets::new();
+    let toml = format!("{FANOUT_CONFIG}\n[auth]\n{}send = \"anyone\"\n", secrets.api_keys("k"));
+    let broker = TestBroker::start_with_secrets(&toml, secrets).await;
     let mut batched = broker.connect("batch=1&channel=pretty").await;
     let mut publisher = broker.connect("").await;
     // A pretty-printed publish frame, as `JSON.stringify(frame, null, 2)` would send it.

@@ -3,16 +3,18 @@
 
 mod common;
 
-use common::{http, TestBroker};
+use common::{http, Secrets, TestBroker};
 use serde_json::{json, Value};
 
-const KEY_VAR: &str = "SWITCHYARD_TEST_IJSON_API_KEYS";
-
-fn config() -> String {
-    format!(
-        "[limits]\nmax_data_depth = 8\n[auth]\napi_keys_env = \"{KEY_VAR}\"\n{}",
+/// A broker with a data depth limit of 8 and the HTTP API on with key `k`.
+async fn start() -> TestBroker {
+    let secrets = Secrets::new();
+    let toml = format!(
+        "[limits]\nmax_data_depth = 8\n[auth]\n{}{}",
+        secrets.api_keys("k"),
         common::OPEN_CONFIG
-    )
+    );
+    TestBroker::start_with_secrets(&toml, secrets).await
 }
 
 /// Data that is valid JSON but not I-JSON, with what the error must mention.
@@ -30,9 +32,7 @@ fn hostile() -> Vec<(String, &'static str)> {
 
 #[tokio::test]
 async fn websocket_publishes_of_non_i_json_data_are_refused_and_never_delivered() {
-    // SAFETY of set_var: only this binary's tests read the variable, and they all set it alike.
-    unsafe { std::env::set_var(KEY_VAR, "k") };
-    let broker = TestBroker::start(&config()).await;
+    let broker = start().await;
     let mut subscriber = broker.connect("channel=room.1").await;
     let mut publisher = broker.connect("").await;
     for (data, why) in hostile() {
@@ -60,9 +60,7 @@ async fn websocket_publishes_of_non_i_json_data_are_refused_and_never_delivered(
 
 #[tokio::test]
 async fn api_publish_and_send_refuse_non_i_json_data_with_400() {
-    // SAFETY of set_var: only this binary's tests read the variable, and they all set it alike.
-    unsafe { std::env::set_var(KEY_VAR, "k") };
-    let broker = TestBroker::start(&config()).await;
+    let broker = start().await;
     let mut subscriber = broker.connect("channel=room.2").await;
     let conn = subscriber.conn.clone();
     let auth = [("Authorization", "Bearer k"), ("Content-Type", "application/json")];

@@ -4,33 +4,25 @@
 
 mod common;
 
-use common::{http, Client, TestBroker};
+use common::{http, Client, Secrets, TestBroker};
 use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 
-/// Every test in this file uses the same variables and values, so parallel tests agree.
-const SECRET_VAR: &str = "SWITCHYARD_TEST_ISOLATION_JWT_SECRET";
 const SECRET: &str = "isolation-test-secret";
-const KEYS_VAR: &str = "SWITCHYARD_TEST_ISOLATION_API_KEYS";
 const API_KEY: &str = "isolation-key";
 
 /// The chat shape: private personal inboxes, and a catch-all open to anyone, namespaced so it
 /// cannot produce an inbox's backend channel.
-fn chat_config() -> String {
-    // SAFETY of set_var: all tests in this binary set these variables to the same values.
-    unsafe {
-        std::env::set_var(SECRET_VAR, SECRET);
-        std::env::set_var(KEYS_VAR, API_KEY);
-    }
-    format!(
+async fn chat_broker() -> TestBroker {
+    let secrets = Secrets::new();
+    let (jwt, keys) = (secrets.jwt(SECRET), secrets.api_keys(API_KEY));
+    let toml = format!(
         r#"
 [node]
 id = "iso"
 
 [auth]
-jwt_hs256_secret_env = "{SECRET_VAR}"
-api_keys_env = "{KEYS_VAR}"
-
+{jwt}{keys}
 [backends.local]
 kind = "memory"
 
@@ -52,7 +44,8 @@ channel = "app:{{**}}"
 subscribe = "anyone"
 publish = "anyone"
 "#
-    )
+    );
+    TestBroker::start_with_secrets(&toml, secrets).await
 }
 
 fn token(sub: &str) -> String {
@@ -82,7 +75,7 @@ async fn assert_nothing_pending(client: &mut Client, probe_channel: &str) {
 
 #[tokio::test]
 async fn no_name_reads_or_writes_a_private_inbox_but_its_owner_gets_it() {
-    let broker = TestBroker::start(&chat_config()).await;
+    let broker = chat_broker().await;
     let mut bob = broker.connect(&format!("token={}", token("bob"))).await;
     let mut alice = broker.connect(&format!("token={}", token("alice"))).await;
     let mut eve = broker.connect("").await;
@@ -112,7 +105,7 @@ async fn no_name_reads_or_writes_a_private_inbox_but_its_owner_gets_it() {
 
 #[tokio::test]
 async fn node_inboxes_and_reserved_names_are_out_of_reach() {
-    let broker = TestBroker::start(&chat_config()).await;
+    let broker = chat_broker().await;
     let mut bob = broker.connect(&format!("token={}", token("bob"))).await;
     let mut alice = broker.connect(&format!("token={}", token("alice"))).await;
     let mut eve = broker.connect("").await;
@@ -136,7 +129,7 @@ async fn node_inboxes_and_reserved_names_are_out_of_reach() {
 
 #[tokio::test]
 async fn a_channel_whose_capture_could_cross_routes_is_forbidden() {
-    let broker = TestBroker::start(&chat_config()).await;
+    let broker = chat_broker().await;
     let mut c = broker.connect("").await;
     // `pair.x:y.z` and `pair.x.y:z` would both travel on `pair:x:y:z`; the first is refused.
     let e = c.error(json!({"op":"subscribe","channel":"pair.x:y.z"}), "forbidden").await;

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{eventually, Client, TestBroker};
+use common::{Client, TestBroker};
 use serde_json::json;
 use switchyard::config::Config;
 
@@ -61,15 +61,9 @@ async fn an_invalid_edit_is_refused_and_the_running_rules_stay() {
     c.subscribe("room.1").await;
     std::fs::write(&path, "[[routes]]\nmatch = \"room.{id}\"\nbackend = \"nope\"\n")
         .expect("rewrite");
-    let addr = broker.addr;
-    eventually("the failed reload is counted", || async move {
-        let (_, body) = common::http(addr, "GET", "/metrics", &[], "").await;
-        body.lines().any(|l| {
-            l.starts_with("switchyard_config_reloads_total{result=\"failed\"}")
-                && !l.ends_with(" 0")
-        })
-    })
-    .await;
+    // Reloads at once instead of waiting for the watcher; that the failure is counted is
+    // checked in tests/metrics.rs, where the metrics recorder is not shared with other tests.
+    assert!(!switchyard::reload::reload(&broker.handle.reloader(), &path), "the edit was taken");
     // Still routed and delivering under the old rules.
     c.publish("room.1", json!("still here")).await;
     assert_eq!(c.recv().await["data"], "still here");

@@ -140,16 +140,16 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
     broker.shutdown().await;
 }
 
-fn api_config(var: &str, extra: &str) -> String {
-    // SAFETY of set_var: only this test binary's API tests read their own variable.
-    unsafe { std::env::set_var(var, "slow-key") };
-    format!("{extra}{}\n[auth]\napi_keys_env = \"{var}\"\n", common::OPEN_CONFIG)
+/// A broker with the HTTP API on (key `slow-key`) and `extra` tables in front of its config.
+async fn api_broker(extra: &str) -> TestBroker {
+    let secrets = common::Secrets::new();
+    let toml = format!("{extra}{}\n[auth]\n{}", common::OPEN_CONFIG, secrets.api_keys("slow-key"));
+    TestBroker::start_with_secrets(&toml, secrets).await
 }
 
 #[tokio::test]
 async fn a_dribbled_api_body_gets_408_and_the_connection_closes() {
-    let config = api_config("SLOWLORIS_API_KEYS_408", "[server]\nbody_timeout_ms = 300\n");
-    let broker = TestBroker::start(&config).await;
+    let broker = api_broker("[server]\nbody_timeout_ms = 300\n").await;
     let head = "POST /api/publish HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer slow-key\r\n\
                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"channel\":";
     let mut s = open(broker.addr, head.as_bytes()).await;
@@ -168,8 +168,7 @@ async fn a_dribbled_api_body_gets_408_and_the_connection_closes() {
 
 #[tokio::test]
 async fn an_api_body_declared_over_the_limit_is_refused_before_it_is_sent() {
-    let config = api_config("SLOWLORIS_API_KEYS_413", "[server]\nmax_frame_bytes = 1024\n");
-    let broker = TestBroker::start(&config).await;
+    let broker = api_broker("[server]\nmax_frame_bytes = 1024\n").await;
     let head = "POST /api/publish HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer slow-key\r\n\
                 Content-Length: 1000000\r\n\r\n";
     let mut s = open(broker.addr, head.as_bytes()).await;

@@ -77,12 +77,19 @@ pub struct LimitsConfig {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuthConfig {
+    /// The environment variable holding the HS256 secret.
     pub jwt_hs256_secret_env: Option<String>,
+    /// Or the file holding it (a mounted Kubernetes or Docker secret); one trailing newline
+    /// is not part of the secret.
+    pub jwt_hs256_secret_file: Option<String>,
     pub jwt_rs256_public_key_file: Option<String>,
     pub jwt_es256_public_key_file: Option<String>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    /// The environment variable holding comma-separated API keys.
     pub api_keys_env: Option<String>,
+    /// Or the file holding them, in the same format.
+    pub api_keys_file: Option<String>,
     /// Who may `send` over WebSocket (the HTTP API is trusted by its key).
     pub send: SendPermission,
 }
@@ -348,25 +355,7 @@ impl Builder<'_> {
             subscribe_rate: rate(&raw.limits.subscribe_rate, "limits.subscribe_rate", 100.0)?,
             subscribe_burst: rate(&raw.limits.subscribe_burst, "limits.subscribe_burst", 1000.0)?,
         };
-        let a = raw.auth;
-        let jwt_sources =
-            [&a.jwt_hs256_secret_env, &a.jwt_rs256_public_key_file, &a.jwt_es256_public_key_file];
-        if let Some(second) = jwt_sources.iter().filter_map(|x| x.as_ref()).nth(1) {
-            return self.err(
-                second.span(),
-                "auth",
-                "configure one of jwt_hs256_secret_env, jwt_rs256_public_key_file, jwt_es256_public_key_file".into(),
-            );
-        }
-        let auth = AuthConfig {
-            jwt_hs256_secret_env: a.jwt_hs256_secret_env.map(Spanned::into_inner),
-            jwt_rs256_public_key_file: a.jwt_rs256_public_key_file.map(Spanned::into_inner),
-            jwt_es256_public_key_file: a.jwt_es256_public_key_file.map(Spanned::into_inner),
-            jwt_issuer: a.jwt_issuer,
-            jwt_audience: a.jwt_audience,
-            api_keys_env: a.api_keys_env.map(Spanned::into_inner),
-            send: self.send_permission(&a.send)?,
-        };
+        let auth = self.auth(raw.auth)?;
         let mut backends = Vec::new();
         for (name, b) in raw.backends {
             backends.push(self.backend(&name, b)?);
@@ -380,6 +369,44 @@ impl Builder<'_> {
             auth,
             backends,
             rules: Arc::new(rules),
+        })
+    }
+
+    /// `[auth]`: at most one JWT key source, and each secret named by environment variable or
+    /// by file, not both (which one wins would be a guess).
+    fn auth(&self, a: raw::RawAuth) -> Result<AuthConfig, ConfigError> {
+        let jwt_sources = [
+            &a.jwt_hs256_secret_env,
+            &a.jwt_hs256_secret_file,
+            &a.jwt_rs256_public_key_file,
+            &a.jwt_es256_public_key_file,
+        ];
+        if let Some(second) = jwt_sources.iter().filter_map(|x| x.as_ref()).nth(1) {
+            return self.err(
+                second.span(),
+                "auth",
+                "configure one of jwt_hs256_secret_env, jwt_hs256_secret_file, \
+                 jwt_rs256_public_key_file, jwt_es256_public_key_file"
+                    .into(),
+            );
+        }
+        if let (Some(_), Some(file)) = (&a.api_keys_env, &a.api_keys_file) {
+            return self.err(
+                file.span(),
+                "auth.api_keys_file",
+                "configure one of api_keys_env, api_keys_file".into(),
+            );
+        }
+        Ok(AuthConfig {
+            jwt_hs256_secret_env: a.jwt_hs256_secret_env.map(Spanned::into_inner),
+            jwt_hs256_secret_file: a.jwt_hs256_secret_file.map(Spanned::into_inner),
+            jwt_rs256_public_key_file: a.jwt_rs256_public_key_file.map(Spanned::into_inner),
+            jwt_es256_public_key_file: a.jwt_es256_public_key_file.map(Spanned::into_inner),
+            jwt_issuer: a.jwt_issuer,
+            jwt_audience: a.jwt_audience,
+            api_keys_env: a.api_keys_env.map(Spanned::into_inner),
+            api_keys_file: a.api_keys_file.map(Spanned::into_inner),
+            send: self.send_permission(&a.send)?,
         })
     }
 
@@ -692,6 +719,28 @@ mod tests {
         assert_eq!((l.line, l.key.as_str()), (2, "server.outbound_queue_bytes"));
         let l = located("[limits]\nsubscribe_rate = -1.0\n");
         assert_eq!((l.line, l.key.as_str()), (2, "limits.subscribe_rate"));
+    }
+
+    #[test]
+    fn secrets_come_from_an_env_var_or_a_file_never_both() {
+        let c = Config::parse(
+            "test.toml",
+            "[auth]\njwt_hs256_secret_file = \"/run/secrets/jwt\"\napi_keys_file = \"keys\"\n",
+        )
+        .expect("file-based secrets");
+        assert_eq!(c.auth.jwt_hs256_secret_file.as_deref(), Some("/run/secrets/jwt"));
+        assert_eq!(c.auth.api_keys_file.as_deref(), Some("keys"));
+        assert_eq!(
+            (c.auth.jwt_hs256_secret_env.as_deref(), c.auth.api_keys_env.as_deref()),
+            (None, None)
+        );
+
+        let l = located("[auth]\njwt_hs256_secret_env = \"S\"\njwt_hs256_secret_file = \"s\"\n");
+        assert_eq!((l.line, l.column, l.key.as_str()), (3, 25, "auth"));
+        assert!(l.message.contains("jwt_hs256_secret_file"), "{}", l.message);
+        let l = located("[auth]\napi_keys_env = \"K\"\napi_keys_file = \"k\"\n");
+        assert_eq!((l.line, l.column, l.key.as_str()), (3, 17, "auth.api_keys_file"));
+        assert!(l.message.contains("one of api_keys_env, api_keys_file"), "{}", l.message);
     }
 
     #[test]

@@ -60,11 +60,13 @@ pub(super) struct RawLimits {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAuth {
     pub jwt_hs256_secret_env: Option<Spanned<String>>,
+    pub jwt_hs256_secret_file: Option<Spanned<String>>,
     pub jwt_rs256_public_key_file: Option<Spanned<String>>,
     pub jwt_es256_public_key_file: Option<Spanned<String>>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
     pub api_keys_env: Option<Spanned<String>>,
+    pub api_keys_file: Option<Spanned<String>>,
     pub send: Option<Spanned<String>>,
 }
 

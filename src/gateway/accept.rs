@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use metrics::Gauge;
 use socket2::{Domain, Protocol, Socket, Type};
+use switchyard_backend::backoff::Backoff;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -37,7 +38,8 @@ const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Exponential backoff and rate-limited logging for `accept` errors.
 pub(crate) struct AcceptBackoff {
-    next_pause: Duration,
+    /// Without jitter: only this process's accept loop retries, so there is no herd to spread.
+    pause: Backoff,
     last_log: Option<Instant>,
     /// Errors not logged since the last log line.
     unlogged: u64,
@@ -45,14 +47,18 @@ pub(crate) struct AcceptBackoff {
 
 impl Default for AcceptBackoff {
     fn default() -> Self {
-        AcceptBackoff { next_pause: FIRST_PAUSE, last_log: None, unlogged: 0 }
+        AcceptBackoff {
+            pause: Backoff::new(FIRST_PAUSE, MAX_PAUSE).without_jitter(),
+            last_log: None,
+            unlogged: 0,
+        }
     }
 }
 
 impl AcceptBackoff {
     /// A successful accept: the next failure starts from the shortest pause again.
     pub(crate) fn succeeded(&mut self) {
-        self.next_pause = FIRST_PAUSE;
+        self.pause.reset();
     }
 
     /// Counts and (at most once per second) logs `e`; returns how long to pause before the
@@ -71,9 +77,7 @@ impl AcceptBackoff {
             // The failed connection is gone from the queue; the next one may be fine.
             return None;
         }
-        let pause = self.next_pause;
-        self.next_pause = (pause * 2).min(MAX_PAUSE);
-        Some(pause)
+        Some(self.pause.next_delay())
     }
 }
 

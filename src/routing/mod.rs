@@ -297,73 +297,88 @@ mod tests {
         assert!(ChannelName::parse(&internal_name("inbox", "n1")).is_err());
     }
 
-    /// A small deterministic generator, so the randomized tests need no extra crate.
-    struct Lcg(u64);
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config as PropConfig, RngAlgorithm, TestRng, TestRunner};
 
-    impl Lcg {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((self.0 >> 33) as usize) % n
-        }
+    static TEXTS: [&str; 13] =
+        ["", "#", "app:", "#switchyard:", "a.", ":", "x", "{", "}", "@", " ", "é", "."];
+    static PATTERNS: [&str; 6] = ["{a}", "x.{a}", "{a}.**", "**", "{a}.{b}", "room.*"];
+    static SEGMENTS: [&str; 6] = ["a", "b:c", "user", "x-y", "Z@q", "1"];
 
-        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-            from[self.below(from.len())]
+    /// A template source for `pattern`: text around each of its captures.
+    fn template_source(pattern: &Pattern, texts: &[&str]) -> String {
+        let mut source = texts[0].to_string();
+        for (name, text) in pattern.capture_names().zip(&texts[1..]) {
+            source.push_str(&format!("{{{name}}}{text}"));
         }
+        source
     }
 
-    #[test]
-    fn no_route_renders_a_name_under_the_reserved_prefix() {
-        let mut rng = Lcg(7);
-        let texts = ["", "#", "app:", "#switchyard:", "a.", ":", "x", "{", "}", "@", " ", "é", "."];
-        let patterns = ["{a}", "x.{a}", "{a}.**", "**", "{a}.{b}", "room.*"];
-        let segments = ["a", "b:c", "user", "x-y", "Z@q", "1"];
-        let mut rendered = 0;
-        for _ in 0..5000 {
-            let pattern = Pattern::parse(rng.pick(&patterns)).expect("pattern");
-            let names: Vec<&str> = pattern.capture_names().collect();
-            let mut source = rng.pick(&texts).to_string();
-            for n in &names {
-                source.push_str(&format!("{{{n}}}{}", rng.pick(&texts)));
-            }
-            let Ok(template) = Template::parse(&source, &pattern) else { continue };
-            let values: Vec<String> = names
-                .iter()
-                .map(|n| {
-                    let k = 1 + rng.below(3);
-                    let parts: Vec<&str> = (0..k).map(|_| rng.pick(&segments)).collect();
-                    if *n == "**" {
-                        parts.join(".")
-                    } else {
-                        parts.concat()
-                    }
-                })
+    proptest! {
+        // Only valid templates count as cases; most generated sources are not, hence the
+        // generous reject budget.
+        #![proptest_config(ProptestConfig {
+            cases: 1000,
+            max_global_rejects: 100_000,
+            ..ProptestConfig::default()
+        })]
+
+        /// However a template is written, what it renders is a backend channel name that no
+        /// client channel reaches: never under the reserved prefix, only name bytes.
+        #[test]
+        fn no_route_renders_a_name_under_the_reserved_prefix(
+            pattern in prop::sample::select(&PATTERNS[..]),
+            texts in prop::collection::vec(prop::sample::select(&TEXTS[..]), 3),
+            values in prop::collection::vec(
+                prop::collection::vec(prop::sample::select(&SEGMENTS[..]), 1..=3),
+                2,
+            ),
+        ) {
+            let pattern = Pattern::parse(pattern).expect("pattern");
+            let source = template_source(&pattern, &texts);
+            let template = Template::parse(&source, &pattern);
+            prop_assume!(template.is_ok());
+            let template = template.expect("checked above");
+            let captures: Vec<String> = pattern
+                .capture_names()
+                .zip(&values)
+                .map(|(name, parts)| if name == "**" { parts.join(".") } else { parts.concat() })
                 .collect();
-            let captures: Vec<&str> = values.iter().map(String::as_str).collect();
+            let captures: Vec<&str> = captures.iter().map(String::as_str).collect();
             let out = template.render(&captures);
-            assert!(!out.starts_with(RESERVED_PREFIX), "{source:?} rendered {out:?}");
-            assert!(
+            prop_assert!(!out.starts_with(RESERVED_PREFIX), "{source:?} rendered {out:?}");
+            prop_assert!(
                 out.bytes().all(|b| crate::channel::is_name_byte(b) || b == b'.'),
                 "{source:?} rendered {out:?}"
             );
-            rendered += 1;
         }
-        assert!(rendered > 500, "only {rendered} templates were valid");
     }
 
-    /// Every backend channel of every client channel in a small universe, per random rule set:
-    /// when `collision` finds nothing, no two client channels share one; when it finds one, its
-    /// witness is real.
-    #[test]
-    fn collision_search_agrees_with_brute_force() {
-        let mut rng = Lcg(11);
-        let shapes: [(&str, &[&str]); 6] = [
-            ("u.{id}", &["im:u:{id}", "im:{id}", "{id}", "u.{id}"]),
-            ("{a}.{b}", &["{a}:{b}", "im:{a}.{b}", "{b}:{a}"]),
-            ("**", &["im:{**}", "{**}", "app:{**}"]),
-            ("r.**", &["{**}:r", "im:u:{**}"]),
-            ("*.x", &[]),
-            ("u.*", &[]),
-        ];
+    type Shape = (&'static str, &'static [&'static str]);
+    static SHAPES: [Shape; 6] = [
+        ("u.{id}", &["im:u:{id}", "im:{id}", "{id}", "u.{id}"]),
+        ("{a}.{b}", &["{a}:{b}", "im:{a}.{b}", "{b}:{a}"]),
+        ("**", &["im:{**}", "{**}", "app:{**}"]),
+        ("r.**", &["{**}:r", "im:u:{**}"]),
+        ("*.x", &[]),
+        ("u.*", &[]),
+    ];
+
+    /// Two to four routes, each a shape from [`SHAPES`] with one of its templates (three times
+    /// in four) or none.
+    fn rule_sets() -> impl Strategy<Value = Rules> {
+        let route = (prop::sample::select(&SHAPES[..]), 0..4usize, any::<prop::sample::Index>());
+        prop::collection::vec(route, 2..=4).prop_map(|routes| {
+            let routes = routes.into_iter().enumerate().map(|(i, ((p, templates), k, pick))| {
+                let t = (!templates.is_empty() && k > 0).then(|| *pick.get(templates));
+                mapped(i, p, t, 0)
+            });
+            Rules::new(routes.collect())
+        })
+    }
+
+    /// Client channels of up to three segments over a few awkward segment names.
+    fn universe() -> Vec<String> {
         let segments = ["u", "im", "im:u", "r", "x", "a:b", "b"];
         let mut universe: Vec<String> = segments.iter().map(|s| s.to_string()).collect();
         for a in segments {
@@ -372,47 +387,65 @@ mod tests {
                 universe.push(format!("{a}.{b}.x"));
             }
         }
-        let (mut found, mut clean) = (0, 0);
-        for _ in 0..300 {
-            let n = 2 + rng.below(3);
-            let routes: Vec<Route> = (0..n)
-                .map(|i| {
-                    let (p, templates) = shapes[rng.below(shapes.len())];
-                    let t = (!templates.is_empty() && rng.below(4) > 0)
-                        .then(|| templates[rng.below(templates.len())]);
-                    mapped(i, p, t, 0)
-                })
-                .collect();
-            let r = Rules::new(routes);
-            match r.collision() {
-                Some(c) => {
-                    found += 1;
-                    for (k, index) in [c.earlier, c.later].into_iter().enumerate() {
-                        let route = &r.routes()[index];
-                        let ch = ChannelName::parse(&c.channels[k]).expect("witness channel");
-                        assert!(route.pattern.matches(ch.as_str()), "{c:?}");
-                        let captures = route.pattern.captures(ch.as_str());
-                        let out = Resolved { route, captures }.backend_channel(&ch);
-                        assert_eq!(out, c.backend_channel, "{c:?}");
-                    }
-                }
-                None => {
-                    clean += 1;
-                    let mut seen: std::collections::HashMap<String, &str> = Default::default();
-                    for ch in &universe {
-                        let name = ChannelName::parse(ch).expect("channel");
-                        let Some(res) = r.resolve(&name) else { continue };
-                        if res.refusal().is_some() {
-                            continue;
-                        }
-                        let out = res.backend_channel(&name);
-                        if let Some(other) = seen.insert(out.clone(), ch) {
-                            panic!("{other} and {ch} share {out} in {:?}", r.routes());
-                        }
-                    }
-                }
+        universe
+    }
+
+    /// A collision's witness is real: both channels route where it says and render its name.
+    fn check_witness(r: &Rules, c: &Collision) -> Result<(), TestCaseError> {
+        for (k, index) in [c.earlier, c.later].into_iter().enumerate() {
+            let route = &r.routes()[index];
+            let ch = ChannelName::parse(&c.channels[k]).expect("witness channel");
+            prop_assert!(route.pattern.matches(ch.as_str()), "{c:?}");
+            let captures = route.pattern.captures(ch.as_str());
+            let out = Resolved { route, captures }.backend_channel(&ch);
+            prop_assert_eq!(&out, &c.backend_channel, "{:?}", c);
+        }
+        Ok(())
+    }
+
+    /// No collision found: no two channels of `universe` share a backend channel.
+    fn check_no_sharing(r: &Rules, universe: &[String]) -> Result<(), TestCaseError> {
+        let mut seen: std::collections::HashMap<String, &str> = Default::default();
+        for ch in universe {
+            let name = ChannelName::parse(ch).expect("channel");
+            let Some(res) = r.resolve(&name) else { continue };
+            if res.refusal().is_some() {
+                continue;
+            }
+            let out = res.backend_channel(&name);
+            if let Some(other) = seen.insert(out.clone(), ch) {
+                prop_assert!(false, "{other} and {ch} share {out} in {:?}", r.routes());
             }
         }
+        Ok(())
+    }
+
+    /// Every backend channel of every client channel in a small universe, per generated rule
+    /// set: when `collision` finds nothing, no two client channels share one; when it finds
+    /// one, its witness is real. The runner's seed is fixed so that the count of rule sets
+    /// with and without a collision, which shows both branches were exercised, is the same
+    /// on every run.
+    #[test]
+    fn collision_search_agrees_with_brute_force() {
+        let universe = universe();
+        let (found, clean) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+        let config = PropConfig { cases: 300, ..PropConfig::default() };
+        let mut runner =
+            TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+        let result = runner.run(&rule_sets(), |r| match r.collision() {
+            Some(c) => {
+                found.set(found.get() + 1);
+                check_witness(&r, &c)
+            }
+            None => {
+                clean.set(clean.get() + 1);
+                check_no_sharing(&r, &universe)
+            }
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        let (found, clean) = (found.get(), clean.get());
         assert!(found > 20 && clean > 20, "found {found}, clean {clean}");
     }
 }

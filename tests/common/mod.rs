@@ -5,6 +5,14 @@
 
 #![allow(dead_code)]
 
+mod http_client;
+mod served;
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use http_client::{http, try_http};
+#[allow(unused_imports)]
+pub use served::{sum_samples, ServedBroker};
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,9 +51,41 @@ pub fn config(toml: &str) -> Config {
     c
 }
 
+/// Secrets in files of their own, as an operator mounts them (`auth.*_file`), so no test sets
+/// an environment variable while other test threads read the environment. The files live as
+/// long as this value; keep it until the broker is shut down (it rereads them on reload).
+pub struct Secrets {
+    dir: tempfile::TempDir,
+}
+
+impl Secrets {
+    pub fn new() -> Secrets {
+        Secrets { dir: tempfile::tempdir().expect("tempdir for secrets") }
+    }
+
+    /// `jwt_hs256_secret_file = "…"`, for an `[auth]` table, with `secret` in the file.
+    pub fn jwt(&self, secret: &str) -> String {
+        format!("jwt_hs256_secret_file = {:?}\n", self.write("jwt", secret))
+    }
+
+    /// `api_keys_file = "…"`, for an `[auth]` table, with `keys` (comma-separated) in the file.
+    pub fn api_keys(&self, keys: &str) -> String {
+        format!("api_keys_file = {:?}\n", self.write("api-keys", keys))
+    }
+
+    /// Writes `contents` with a trailing newline, as `echo` or an editor leaves it.
+    fn write(&self, name: &str, contents: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, format!("{contents}\n")).expect("write secret file");
+        path.to_str().expect("utf-8 temp path").to_string()
+    }
+}
+
 pub struct TestBroker {
     pub handle: BrokerHandle,
     pub addr: SocketAddr,
+    /// Secret files the config names, kept as long as the broker runs.
+    secrets: Option<Secrets>,
 }
 
 impl TestBroker {
@@ -56,7 +96,14 @@ impl TestBroker {
     pub async fn from_config(config: Config) -> TestBroker {
         let handle = Broker::start(config).await.unwrap_or_else(|e| panic!("broker start: {e}"));
         let addr = handle.local_addr();
-        TestBroker { handle, addr }
+        TestBroker { handle, addr, secrets: None }
+    }
+
+    /// A broker whose config names files in `secrets`; they are kept until it is dropped.
+    pub async fn start_with_secrets(toml: &str, secrets: Secrets) -> TestBroker {
+        let mut broker = TestBroker::start(toml).await;
+        broker.secrets = Some(secrets);
+        broker
     }
 
     /// A broker on backends the test built (e.g. memory backends sharing one bus).
@@ -65,7 +112,7 @@ impl TestBroker {
             .await
             .unwrap_or_else(|e| panic!("broker start: {e}"));
         let addr = handle.local_addr();
-        TestBroker { handle, addr }
+        TestBroker { handle, addr, secrets: None }
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
@@ -261,38 +308,6 @@ where
     panic!("timed out waiting until {what}");
 }
 
-/// A minimal HTTP/1.1 request over a fresh TCP connection: (status, body).
-pub async fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.expect("write request");
-    let mut out = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
-        .await
-        .expect("timed out reading response")
-        .expect("read");
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    // Bodies of these responses are small and sent with Content-Length.
-    (status, body)
-}
-
 // ---- Helpers added for the protocol, fan-out, robustness and HTTP suites. ----
 
 impl Client {
@@ -430,6 +445,22 @@ impl RawWs {
         }
     }
 
+    /// Reads until a close frame; returns its code and reason (panics if the stream ends
+    /// without one).
+    pub async fn expect_close_with_reason(&mut self) -> (u16, String) {
+        loop {
+            match self.try_read_frame().await {
+                Some((0x8, p)) => {
+                    assert!(p.len() >= 2, "close frame without a code");
+                    let reason = String::from_utf8_lossy(&p[2..]).into_owned();
+                    return (u16::from_be_bytes([p[0], p[1]]), reason);
+                }
+                Some(_) => continue,
+                None => panic!("connection {} ended without a close frame", self.conn),
+            }
+        }
+    }
+
     /// Reads until a close frame; returns its code (panics if the stream ends without one).
     pub async fn expect_close(&mut self) -> u16 {
         loop {
@@ -475,14 +506,12 @@ fn parse_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
 }
 
 /// The sum of every sample of metric `name` (all label sets) in the broker's `/metrics`.
+///
+/// An in-process broker shares its recorder with every other test in the binary: use this
+/// only for "did it grow" checks that no other test's traffic can satisfy; exact counts
+/// belong to [`ServedBroker`].
 pub async fn metric_sum(addr: SocketAddr, name: &str) -> f64 {
     let (status, body) = http(addr, "GET", "/metrics", &[], "").await;
     assert_eq!(status, 200, "/metrics: {body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
-        .sum()
+    sum_samples(&body, name)
 }

@@ -1,120 +1,70 @@
-//! A minimal HTTP/1.1 keep-alive client for `POST /api/publish`: one request at a time per
-//! connection, which is how an application server would typically call it.
+//! A keep-alive HTTP/1.1 client for `POST /api/publish` on hyper's connection API: one
+//! connection per publisher and one request at a time on it, which is how an application
+//! server would typically call the API (and what this tool measures).
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::client::Target;
 use crate::Result;
 
+/// Responses larger than this are an error: the API answers a few hundred bytes at most.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
 pub struct HttpClient {
-    stream: TcpStream,
+    sender: SendRequest<Full<Bytes>>,
     authority: String,
     auth: Option<String>,
-    buf: Vec<u8>,
 }
 
 /// Result of one request: status and body.
 pub struct Response {
     pub status: u16,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 impl HttpClient {
     pub async fn connect(target: &Target, api_key: Option<&str>) -> Result<Self> {
         let stream = TcpStream::connect(target.addr).await?;
+        // Small requests must not wait for Nagle: latency is what we measure.
         stream.set_nodelay(true)?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        // The connection task drives the socket; it ends when the sender is dropped or the
+        // broker closes, and the next request then reports the error.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
         Ok(Self {
-            stream,
+            sender,
             authority: target.authority.clone(),
-            auth: api_key.map(|k| format!("Authorization: Bearer {k}\r\n")),
-            buf: Vec::with_capacity(4096),
+            auth: api_key.map(|k| format!("Bearer {k}")),
         })
     }
 
     pub async fn post_json(&mut self, path: &str, body: &[u8]) -> Result<Response> {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n{}\r\n",
-            self.authority,
-            body.len(),
-            self.auth.as_deref().unwrap_or("")
-        );
-        let mut req = head.into_bytes();
-        req.extend_from_slice(body);
-        self.stream.write_all(&req).await?;
-        self.read_response().await
-    }
-
-    async fn read_response(&mut self) -> Result<Response> {
-        let head_end = loop {
-            if let Some(i) = memchr::memmem::find(&self.buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            self.read_more().await?;
-        };
-        let head = std::str::from_utf8(&self.buf[..head_end])?.to_string();
-        let status: u16 = head
-            .split_ascii_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or("malformed HTTP status line")?;
-        let header = |name: &str| {
-            head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-            })
-        };
-        let body = if let Some(len) = header("content-length") {
-            let len: usize = len.parse()?;
-            while self.buf.len() < head_end + len {
-                self.read_more().await?;
-            }
-            let body = self.buf[head_end..head_end + len].to_vec();
-            self.buf.drain(..head_end + len);
-            body
-        } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-            self.buf.drain(..head_end);
-            self.read_chunked().await?
-        } else {
-            return Err("HTTP response without a length".into());
-        };
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(HOST, &self.authority)
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(auth) = &self.auth {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        let req = req.body(Full::new(Bytes::copy_from_slice(body)))?;
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the HTTP response: {e}"))?
+            .to_bytes();
         Ok(Response { status, body })
-    }
-
-    async fn read_chunked(&mut self) -> Result<Vec<u8>> {
-        let mut body = Vec::new();
-        loop {
-            let line_end = loop {
-                if let Some(i) = memchr::memmem::find(&self.buf, b"\r\n") {
-                    break i;
-                }
-                self.read_more().await?;
-            };
-            let size_str = std::str::from_utf8(&self.buf[..line_end])?;
-            let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)?;
-            while self.buf.len() < line_end + 2 + size + 2 {
-                self.read_more().await?;
-            }
-            body.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
-            self.buf.drain(..line_end + 2 + size + 2);
-            if size == 0 {
-                return Ok(body);
-            }
-        }
-    }
-
-    async fn read_more(&mut self) -> Result<()> {
-        let mut chunk = [0u8; 4096];
-        let n = self.stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err("HTTP connection closed".into());
-        }
-        if self.buf.len() + n > 1 << 20 {
-            return Err("HTTP response too large".into());
-        }
-        self.buf.extend_from_slice(&chunk[..n]);
-        Ok(())
     }
 }
 
@@ -128,4 +78,48 @@ pub fn error_code(resp: &Response) -> String {
         .ok()
         .and_then(|b| b.code)
         .unwrap_or_else(|| format!("http_{}", resp.status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Two requests on one connection (keep-alive), the second answered chunked, with the
+    /// key sent as a bearer token.
+    #[tokio::test]
+    async fn posts_twice_on_one_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut seen = Vec::new();
+            let answers: [&[u8]; 2] = [
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}",
+                b"HTTP/1.1 429 Too Many Requests\r\ntransfer-encoding: chunked\r\n\r\n\
+                  15\r\n{\"code\":\"rate_limited\r\n2\r\n\"}\r\n0\r\n\r\n",
+            ];
+            for answer in answers {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.expect("read request");
+                seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+                s.write_all(answer).await.expect("answer");
+            }
+            seen
+        });
+        let target = Target::parse(&format!("ws://{addr}/ws")).expect("target");
+        let mut c = HttpClient::connect(&target, Some("k")).await.expect("connect");
+        let r = c.post_json("/api/publish", b"{\"a\":1}").await.expect("first");
+        assert_eq!((r.status, &r.body[..]), (200, &b"{}"[..]));
+        let r = c.post_json("/api/publish", b"{\"a\":2}").await.expect("second");
+        assert_eq!((r.status, error_code(&r).as_str()), (429, "rate_limited"));
+        let seen = server.await.expect("server");
+        assert!(seen[0].starts_with("POST /api/publish HTTP/1.1\r\n"), "{}", seen[0]);
+        assert!(
+            seen[0].to_ascii_lowercase().contains("authorization: bearer k\r\n"),
+            "{}",
+            seen[0]
+        );
+        assert!(seen[1].ends_with("{\"a\":2}"), "{}", seen[1]);
+    }
 }

@@ -6,6 +6,7 @@ mod http;
 mod live;
 mod parse;
 mod procfs;
+mod rawws;
 mod report;
 mod scenario;
 mod svg;

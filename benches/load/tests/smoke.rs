@@ -6,8 +6,12 @@
 //! the same cargo, profile and target directory that built this test. If the broker cannot be
 //! built or started the test fails, naming the reason — it never passes without a broker.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+// The root package's test HTTP client (hyper), so that this crate has no HTTP code of its own.
+#[path = "../../../tests/common/http_client.rs"]
+#[allow(dead_code)]
+mod http_client;
+
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -132,18 +136,16 @@ fn wait_ready(b: &mut Broker) {
     }
 }
 
+/// Whether GET /healthz answers 200 within 2 s (the polling loop above is synchronous, so the
+/// request gets a runtime of its own).
 fn healthz(addr: SocketAddr) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         return false;
     };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).unwrap_or(0);
-    buf[..n].starts_with(b"HTTP/1.1 200")
+    rt.block_on(async {
+        let request = http_client::try_http(addr, "GET", "/healthz", &[], "");
+        matches!(tokio::time::timeout(Duration::from_secs(2), request).await, Ok(Ok((200, _))))
+    })
 }
 
 fn run(b: &Broker, args: &[&str]) -> serde_json::Value {

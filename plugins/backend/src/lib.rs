@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+pub mod backoff;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
