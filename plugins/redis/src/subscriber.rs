@@ -548,7 +548,7 @@ async fn connect(endpoint: &Endpoint, options: &ConnectionOptions) -> Result<Con
             .await
             .map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
-        let mut conn = Framed::new(stream, RespCodec);
+        let mut conn = Framed::new(stream, RespCodec::default());
         let settings = endpoint.info.redis_settings();
         if let Some(password) = settings.password() {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
