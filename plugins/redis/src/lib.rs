@@ -10,6 +10,8 @@
 //!   re-applies it channel by channel after reconnects.
 //! - `publisher`: long-lived multiplexed publisher connections (pipelined, no per-message
 //!   pool checkout) with background reconnect.
+//! - `dial`: opening a subscriber connection (socket, AUTH).
+//! - `health`: whether Redis has owed a connection an answer for too long (drives `ready()`).
 //! - `slot`, `topology`, `resp`, `backoff`: cluster key slots, the slot map, the RESP2 codec
 //!   of the subscriber connections, reconnect backoff.
 //! - [`metrics`]: metric names and descriptions.
@@ -24,6 +26,8 @@
 
 mod backoff;
 pub mod cluster;
+mod dial;
+mod health;
 pub mod metrics;
 mod options;
 mod publisher;

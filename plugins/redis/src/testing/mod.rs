@@ -137,6 +137,20 @@ impl RedisServer {
         self.child.is_some()
     }
 
+    /// The process id, while it runs (for signals such as SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGSTOPs the server: its sockets stay open but it answers nothing, like a frozen or
+    /// partitioned host. It is SIGCONTed when the returned guard drops (also on panic), so a
+    /// failing test never leaves a stopped process behind.
+    pub fn freeze(&self) -> Frozen {
+        let pid = self.pid().expect("freeze: redis-server is not running");
+        signal(pid, "STOP");
+        Frozen { pid: Some(pid) }
+    }
+
     fn try_query(&self, cmd: &mut redis::Cmd) -> redis::RedisResult<Value> {
         let client = redis::Client::open(self.url())?;
         let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
@@ -217,6 +231,38 @@ fn second_int(v: Value) -> i64 {
             other => panic!("unexpected NUMSUB entry {other:?}"),
         },
         other => panic!("unexpected NUMSUB reply {other:?}"),
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap_or_else(|e| panic!("run kill -{name} {pid}: {e}"));
+    assert!(status.success(), "kill -{name} {pid} failed: {status}");
+}
+
+/// A SIGSTOPped `redis-server` (see [`RedisServer::freeze`]); SIGCONTs it on drop.
+pub struct Frozen {
+    pid: Option<u32>,
+}
+
+impl Frozen {
+    /// Resumes the server now.
+    pub fn thaw(mut self) {
+        if let Some(pid) = self.pid.take() {
+            signal(pid, "CONT");
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            // Not `signal`: a panic inside drop during unwinding would abort the test binary.
+            let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+        }
     }
 }
 
