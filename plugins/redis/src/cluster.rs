@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
-use crate::options::{Endpoint, RedisClusterOptions};
+use crate::options::{Addr, Endpoint, RedisClusterOptions};
 use crate::publisher::{PublishError, Publisher};
 use crate::slot::key_slot;
 use crate::subscriber::{
@@ -74,8 +74,16 @@ impl RedisClusterBackend {
                 "redis-cluster backend needs at least one publisher connection per master".into(),
             ));
         }
+        let tls = &options.connection.tls;
         let seeds =
-            options.nodes.iter().map(|u| Endpoint::parse(u)).collect::<Result<Vec<_>, _>>()?;
+            options.nodes.iter().map(|u| Endpoint::parse(u, tls)).collect::<Result<Vec<_>, _>>()?;
+        if let Some(unix) = seeds.iter().find(|e| matches!(e.addr, Addr::Unix(_))) {
+            return Err(BackendError::Invalid(format!(
+                "redis-cluster cannot use the unix socket {}: the other nodes are reached over \
+                 TCP",
+                unix.addr()
+            )));
+        }
         let metrics = Metrics::new(KIND);
         let stop = CancellationToken::new();
         let (tx, incoming) = Incoming::channel(options.connection.incoming_capacity);
@@ -542,7 +550,7 @@ async fn fetch_slot_map(
     let mut last_error = String::from("no node to ask");
     for endpoint in candidates {
         let attempt = async {
-            let client = redis::Client::open(endpoint.info.clone()).map_err(|e| e.to_string())?;
+            let client = endpoint.client().map_err(|e| e.to_string())?;
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(timeout))
                 .set_response_timeout(Some(timeout));

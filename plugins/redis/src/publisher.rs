@@ -96,8 +96,7 @@ impl Publisher {
         metrics: Metrics,
         stop: CancellationToken,
     ) -> Result<Arc<Publisher>, BackendError> {
-        let client = redis::Client::open(endpoint.info.clone())
-            .map_err(|e| BackendError::Invalid(format!("redis {}: {e}", endpoint.addr())))?;
+        let client = endpoint.client()?;
         let publisher = Arc::new(Publisher {
             addr: endpoint.addr(),
             live: ArcSwapOption::empty(),

@@ -49,7 +49,7 @@ impl RedisBackend {
                 "redis backend needs at least one subscriber and one publisher connection".into(),
             ));
         }
-        let endpoint = Endpoint::parse(&options.url)?;
+        let endpoint = Endpoint::parse(&options.url, &options.connection.tls)?;
         let addr = endpoint.addr();
         let metrics = Metrics::new(KIND);
         let stop = CancellationToken::new();
