@@ -14,15 +14,18 @@ use crate::tls::{Tls, TlsFiles};
 pub struct ConnectionOptions {
     /// How long one TCP connect (plus AUTH) may take before it counts as failed.
     pub connect_timeout: Duration,
-    /// Upper bound for `publish`, `subscribe` and `unsubscribe`; past it they answer
-    /// `Unavailable`, so a dead Redis never makes the broker hang.
+    /// Upper bound for the whole of one `publish`, `subscribe` or `unsubscribe` (queueing and a
+    /// cluster redirect included); past it they answer `Unavailable`, so a dead or frozen Redis
+    /// never makes the broker hang. `ready()` fails as soon as any command or ping has been
+    /// unanswered for longer than this.
     pub command_timeout: Duration,
     /// First reconnect delay; doubles per failed attempt (with jitter) up to `reconnect_max`.
     pub reconnect_min: Duration,
     /// Largest reconnect delay.
     pub reconnect_max: Duration,
-    /// Subscriber connections send PING this often; a PING unanswered for two intervals ends
-    /// the connection, so a silently dead peer is noticed even without traffic.
+    /// Connections send PING this often, so a silently dead peer is noticed even without
+    /// traffic. A subscriber connection to which Redis has owed a reply for two intervals (any
+    /// frame counts as an answer; time blocked on a slow hub does not count) is reconnected.
     pub ping_interval: Duration,
     /// Capacity of the incoming stream handed to the hub (see [`Incoming::DEFAULT_CAPACITY`]).
     pub incoming_capacity: usize,
