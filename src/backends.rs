@@ -14,9 +14,10 @@ pub(crate) async fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, Ba
         #[cfg(feature = "memory")]
         BackendKind::Memory => Ok(Arc::new(switchyard_memory::MemoryBackend::new())),
         #[cfg(feature = "redis")]
-        BackendKind::Redis { url, subscriber_connections, publisher_connections } => {
+        BackendKind::Redis { url, subscriber_connections, publisher_connections, tls } => {
             let mut options =
                 switchyard_redis::RedisOptions { url: url.clone(), ..Default::default() };
+            options.connection.tls = redis_tls(tls);
             if let Some(n) = subscriber_connections {
                 options.subscriber_connections = *n;
             }
@@ -26,11 +27,12 @@ pub(crate) async fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, Ba
             Ok(Arc::new(switchyard_redis::RedisBackend::connect(options)?))
         }
         #[cfg(feature = "redis")]
-        BackendKind::RedisCluster { nodes, publisher_connections, .. } => {
+        BackendKind::RedisCluster { nodes, publisher_connections, tls } => {
             let mut options = switchyard_redis::RedisClusterOptions {
                 nodes: nodes.clone(),
                 ..Default::default()
             };
+            options.connection.tls = redis_tls(tls);
             if let Some(n) = publisher_connections {
                 options.publisher_connections_per_master = *n;
             }
@@ -41,5 +43,14 @@ pub(crate) async fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, Ba
             "backend kind {:?} is not compiled into this build",
             other.name()
         ))),
+    }
+}
+
+#[cfg(feature = "redis")]
+fn redis_tls(tls: &crate::config::RedisTls) -> switchyard_redis::TlsFiles {
+    switchyard_redis::TlsFiles {
+        ca_file: tls.ca_file.as_ref().map(Into::into),
+        cert_file: tls.cert_file.as_ref().map(Into::into),
+        key_file: tls.key_file.as_ref().map(Into::into),
     }
 }

@@ -127,12 +127,22 @@ pub enum BackendKind {
         url: String,
         subscriber_connections: Option<usize>,
         publisher_connections: Option<usize>,
+        tls: RedisTls,
     },
     /// One subscriber connection per master; `publisher_connections` is per master too.
     RedisCluster {
         nodes: Vec<String>,
         publisher_connections: Option<usize>,
+        tls: RedisTls,
     },
+}
+
+/// TLS files of a `rediss://` Redis backend; checked to exist at load.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RedisTls {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 impl BackendKind {
@@ -440,7 +450,13 @@ impl Builder<'_> {
         let publisher_connections = count(&b.publisher_connections, "publisher_connections")?;
         let kind = match b.kind.get_ref().as_str() {
             "memory" => {
-                let extra = [b.url.as_ref().map(|u| (u.span(), "url")), b.nodes.as_ref().map(|n| (n.span(), "nodes"))];
+                let extra = [
+                    b.url.as_ref().map(|u| (u.span(), "url")),
+                    b.nodes.as_ref().map(|n| (n.span(), "nodes")),
+                    b.tls_ca_file.as_ref().map(|v| (v.span(), "tls_ca_file")),
+                    b.tls_cert_file.as_ref().map(|v| (v.span(), "tls_cert_file")),
+                    b.tls_key_file.as_ref().map(|v| (v.span(), "tls_key_file")),
+                ];
                 if let Some((span, k)) = extra.into_iter().flatten().next() {
                     return self.err(span, &format!("{key}.{k}"), "the memory backend takes no address".into());
                 }
@@ -464,7 +480,8 @@ impl Builder<'_> {
                         return self.err(span, &format!("{key}.url"), "kind \"redis\" needs `url = \"redis://host:port\"`".into())
                     }
                 };
-                BackendKind::Redis { url, subscriber_connections, publisher_connections }
+                let tls = self.redis_tls(&key, &b, std::slice::from_ref(&url))?;
+                BackendKind::Redis { url, subscriber_connections, publisher_connections, tls }
             }
             "redis-cluster" => {
                 if let Some(s) = &b.subscriber_connections {
@@ -482,7 +499,8 @@ impl Builder<'_> {
                         return self.err(span, &format!("{key}.nodes"), "kind \"redis-cluster\" needs `nodes = [\"redis://host:port\", ...]`".into())
                     }
                 };
-                BackendKind::RedisCluster { nodes, publisher_connections }
+                let tls = self.redis_tls(&key, &b, &nodes)?;
+                BackendKind::RedisCluster { nodes, publisher_connections, tls }
             }
             other => {
                 return self.err(
@@ -493,6 +511,66 @@ impl Builder<'_> {
             }
         };
         Ok(BackendConfig { name: Arc::from(name), kind })
+    }
+
+    /// `tls_ca_file`, `tls_cert_file`, `tls_key_file`: each must name a readable file, the
+    /// client certificate needs its key (and the other way round), and they only make sense
+    /// with `rediss://` URLs. The backend parses the PEM when it starts.
+    fn redis_tls(
+        &self,
+        key: &str,
+        b: &RawBackend,
+        urls: &[String],
+    ) -> Result<RedisTls, ConfigError> {
+        let file = |v: &Option<Spanned<String>>, k: &str| -> Result<Option<String>, ConfigError> {
+            let Some(v) = v else { return Ok(None) };
+            match std::fs::metadata(v.get_ref()) {
+                Ok(m) if m.is_file() => Ok(Some(v.get_ref().clone())),
+                Ok(_) => self.err(
+                    v.span(),
+                    &format!("{key}.{k}"),
+                    format!("{:?} is not a file", v.get_ref()),
+                ),
+                Err(e) => self.err(
+                    v.span(),
+                    &format!("{key}.{k}"),
+                    format!("cannot read {:?}: {e}", v.get_ref()),
+                ),
+            }
+        };
+        let tls = RedisTls {
+            ca_file: file(&b.tls_ca_file, "tls_ca_file")?,
+            cert_file: file(&b.tls_cert_file, "tls_cert_file")?,
+            key_file: file(&b.tls_key_file, "tls_key_file")?,
+        };
+        match (&b.tls_cert_file, &b.tls_key_file) {
+            (Some(c), None) => {
+                return self.err(
+                    c.span(),
+                    &format!("{key}.tls_key_file"),
+                    "tls_cert_file needs tls_key_file (the client certificate's private key)"
+                        .into(),
+                )
+            }
+            (None, Some(k)) => {
+                return self.err(
+                    k.span(),
+                    &format!("{key}.tls_cert_file"),
+                    "tls_key_file needs tls_cert_file (the client certificate)".into(),
+                )
+            }
+            _ => {}
+        }
+        let first =
+            [&b.tls_ca_file, &b.tls_cert_file, &b.tls_key_file].into_iter().flatten().next();
+        if let (Some(v), Some(url)) = (first, urls.iter().find(|u| !u.starts_with("rediss://"))) {
+            return self.err(
+                v.span(),
+                key,
+                format!("TLS files need rediss:// URLs, but {url:?} is not one"),
+            );
+        }
+        Ok(tls)
     }
 
     fn rules(
@@ -741,6 +819,32 @@ mod tests {
         let l = located("[auth]\napi_keys_env = \"K\"\napi_keys_file = \"k\"\n");
         assert_eq!((l.line, l.column, l.key.as_str()), (3, 17, "auth.api_keys_file"));
         assert!(l.message.contains("one of api_keys_env, api_keys_file"), "{}", l.message);
+    }
+
+    #[test]
+    fn redis_tls_files_are_checked_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not parsed here").expect("write");
+        let ca = ca.display().to_string();
+        let head = "[backends.r]\nkind = \"redis\"\n";
+        let ok = format!("{head}url = \"rediss://h:6380\"\ntls_ca_file = \"{ca}\"\n");
+        let c = Config::parse("t.toml", &ok).expect("valid");
+        match &c.backends[0].kind {
+            BackendKind::Redis { tls, .. } => assert_eq!(tls.ca_file.as_deref(), Some(ca.as_str())),
+            other => panic!("{other:?}"),
+        }
+        let missing =
+            format!("{head}url = \"rediss://h\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n");
+        let l = located(&missing);
+        assert_eq!((l.line, l.key.as_str()), (4, "backends.r.tls_ca_file"));
+        assert!(l.message.contains("/nonexistent/ca.pem"), "{}", l.message);
+        let half = format!("{head}url = \"rediss://h\"\ntls_cert_file = \"{ca}\"\n");
+        assert_eq!(located(&half).key, "backends.r.tls_key_file");
+        let plain = format!("{head}url = \"redis://h\"\ntls_ca_file = \"{ca}\"\n");
+        assert!(located(&plain).message.contains("rediss://"));
+        let memory = format!("[backends.m]\nkind = \"memory\"\ntls_ca_file = \"{ca}\"\n");
+        assert_eq!(located(&memory).key, "backends.m.tls_ca_file");
     }
 
     #[test]

@@ -78,6 +78,9 @@ pub(super) struct RawBackend {
     pub nodes: Option<Spanned<Vec<String>>>,
     pub subscriber_connections: Option<Spanned<u64>>,
     pub publisher_connections: Option<Spanned<u64>>,
+    pub tls_ca_file: Option<Spanned<String>>,
+    pub tls_cert_file: Option<Spanned<String>>,
+    pub tls_key_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,10 +22,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
-use crate::options::{Endpoint, RedisClusterOptions};
+use crate::options::{Addr, Endpoint, RedisClusterOptions};
 use crate::publisher::{PublishError, Publisher};
 use crate::slot::key_slot;
-use crate::subscriber::{await_confirmation, Command, Event, Mode, SubscriberHandle, Waiter};
+use crate::subscriber::{
+    await_confirmation, Command, Event, Mode, Sinks, SubscriberHandle, Waiter, COMMAND_QUEUE,
+};
 use crate::topology::{parse_cluster_slots, SlotMap};
 
 pub(crate) const KIND: &str = "redis-cluster";
@@ -49,7 +51,7 @@ enum Request {
 pub struct RedisClusterBackend {
     options: RedisClusterOptions,
     routing: Arc<ArcSwap<Routing>>,
-    manager: mpsc::UnboundedSender<Request>,
+    manager: mpsc::Sender<Request>,
     incoming: Mutex<Option<Incoming>>,
     stop: CancellationToken,
 }
@@ -72,13 +74,23 @@ impl RedisClusterBackend {
                 "redis-cluster backend needs at least one publisher connection per master".into(),
             ));
         }
+        let tls = &options.connection.tls;
         let seeds =
-            options.nodes.iter().map(|u| Endpoint::parse(u)).collect::<Result<Vec<_>, _>>()?;
+            options.nodes.iter().map(|u| Endpoint::parse(u, tls)).collect::<Result<Vec<_>, _>>()?;
+        if let Some(unix) = seeds.iter().find(|e| matches!(e.addr, Addr::Unix(_))) {
+            return Err(BackendError::Invalid(format!(
+                "redis-cluster cannot use the unix socket {}: the other nodes are reached over \
+                 TCP",
+                unix.addr()
+            )));
+        }
         let metrics = Metrics::new(KIND);
         let stop = CancellationToken::new();
         let (tx, incoming) = Incoming::channel(options.connection.incoming_capacity);
         let routing = Arc::new(ArcSwap::from_pointee(Routing::default()));
-        let (requests, requests_rx) = mpsc::unbounded_channel();
+        // Bounded like the subscriber queues (see `COMMAND_QUEUE`): callers wait for room only
+        // until their deadline, and hints (`Refresh`) are dropped when the queue is full.
+        let (requests, requests_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, events_rx) = mpsc::unbounded_channel();
         let manager = Manager {
             options: options.clone(),
@@ -145,31 +157,34 @@ impl Backend for RedisClusterBackend {
     }
 
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<u64, BackendError> {
+        // One budget for the whole call, redirect included: the caller hears back within the
+        // command timeout however the publish goes.
+        let deadline = Instant::now() + self.options.connection.command_timeout;
         let mut cmd = redis::cmd("SPUBLISH");
         cmd.arg(channel).arg(payload.as_ref());
         let routing = self.routing.load();
         let slot = key_slot(channel.as_bytes());
         let Some(addr) = routing.map.as_ref().and_then(|m| m.owner_addr(slot)) else {
-            let _ = self.manager.send(Request::Refresh);
+            let _ = self.manager.try_send(Request::Refresh);
             return Err(BackendError::Unavailable("redis cluster topology not known yet".into()));
         };
         let Some(publisher) = self.publisher_for(&routing, &addr, channel) else {
             return Err(BackendError::Unavailable(format!("no connection to {addr}")));
         };
-        match publisher.run(&cmd).await {
+        match publisher.run(&cmd, deadline).await {
             Ok(reply) => crate::publisher::receivers(&reply),
             // The slot moved: refresh, and follow the redirect once if we know that master.
             Err(PublishError::Moved(host, port)) => {
-                let _ = self.manager.send(Request::Refresh);
+                let _ = self.manager.try_send(Request::Refresh);
                 let target = format!("{host}:{port}");
                 match self.publisher_for(&self.routing.load(), &target, channel) {
-                    Some(p) => crate::publisher::receivers(&p.run(&cmd).await?),
+                    Some(p) => crate::publisher::receivers(&p.run(&cmd, deadline).await?),
                     None => Err(PublishError::Moved(host, port).into()),
                 }
             }
             Err(e) => {
                 if matches!(e, PublishError::Unavailable(_)) {
-                    let _ = self.manager.send(Request::Refresh);
+                    let _ = self.manager.try_send(Request::Refresh);
                 }
                 Err(e.into())
             }
@@ -177,9 +192,16 @@ impl Backend for RedisClusterBackend {
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BackendError> {
+        let timeout = self.options.connection.command_timeout;
+        let deadline = Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
-        if self.manager.send(Request::Subscribe(Arc::from(channel), tx)).is_err() {
-            return Err(BackendError::Unavailable("redis-cluster backend is shut down".into()));
+        let request = Request::Subscribe(Arc::from(channel), tx);
+        match tokio::time::timeout_at(deadline, self.manager.send(request)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                return Err(BackendError::Unavailable("redis-cluster backend is shut down".into()))
+            }
+            Err(_) => return Err(behind("subscribe", timeout)),
         }
         // No topology yet means no master is reachable: say so at once; the manager keeps the
         // channel and subscribes it when the cluster is back.
@@ -188,15 +210,19 @@ impl Backend for RedisClusterBackend {
                 "redis cluster not reachable yet; the subscription is applied when it is".into(),
             ));
         }
-        await_confirmation(rx, self.options.connection.command_timeout, "subscribe").await
+        await_confirmation(rx, deadline, timeout, "subscribe").await
     }
 
     async fn unsubscribe(&self, channel: &str) -> Result<(), BackendError> {
+        let timeout = self.options.connection.command_timeout;
+        let deadline = Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
-        if self.manager.send(Request::Unsubscribe(Arc::from(channel), tx)).is_err() {
-            return Ok(());
+        let request = Request::Unsubscribe(Arc::from(channel), tx);
+        match tokio::time::timeout_at(deadline, self.manager.send(request)).await {
+            Ok(Ok(())) => await_confirmation(rx, deadline, timeout, "unsubscribe").await,
+            Ok(Err(_)) => Ok(()),
+            Err(_) => Err(behind("unsubscribe", timeout)),
         }
-        await_confirmation(rx, self.options.connection.command_timeout, "unsubscribe").await
     }
 
     fn take_incoming(&self) -> Option<Incoming> {
@@ -211,8 +237,7 @@ impl Backend for RedisClusterBackend {
         if !map.is_complete() {
             return Err(BackendError::Unavailable("redis cluster slots not all served".into()));
         }
-        let publishers_down =
-            routing.publishers.values().flatten().filter(|p| !p.is_connected()).count();
+        let publishers_down = routing.publishers.values().flatten().filter(|p| !p.is_up()).count();
         let subscribers_down = routing.subscribers_up.iter().filter(|up| !up()).count();
         if publishers_down + subscribers_down > 0 {
             return Err(BackendError::Unavailable(format!(
@@ -233,16 +258,25 @@ impl Drop for RedisClusterBackend {
     }
 }
 
+/// The manager's queue stayed full until the deadline.
+fn behind(what: &str, timeout: std::time::Duration) -> BackendError {
+    BackendError::Unavailable(format!(
+        "{what}: the redis cluster subscription manager did not keep up within {timeout:?}"
+    ))
+}
+
 struct Manager {
     options: RedisClusterOptions,
     seeds: Vec<Endpoint>,
     metrics: Metrics,
     stop: CancellationToken,
     routing: Arc<ArcSwap<Routing>>,
-    requests: mpsc::UnboundedSender<Request>,
+    requests: mpsc::Sender<Request>,
     events: mpsc::UnboundedSender<Event>,
     incoming: mpsc::Sender<Message>,
     map: Option<SlotMap>,
+    /// One subscriber connection per master; each has its own child of `stop`, so a master
+    /// that leaves the topology can be stopped alone.
     subscribers: HashMap<String, SubscriberHandle>,
     publishers: HashMap<String, (Vec<Arc<Publisher>>, CancellationToken)>,
     /// Every subscribed channel and the master (`host:port`) it is subscribed on; `None`
@@ -259,39 +293,39 @@ struct Manager {
 impl Manager {
     async fn run(
         mut self,
-        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut requests: mpsc::Receiver<Request>,
         mut events: mpsc::UnboundedReceiver<Event>,
     ) {
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,
-                Some(request) = requests.recv() => self.on_request(request),
-                Some(event) = events.recv() => self.on_event(event),
+                Some(request) = requests.recv() => self.on_request(request).await,
+                Some(event) = events.recv() => self.on_event(event).await,
                 _ = tokio::time::sleep_until(self.next_refresh) => {
                     self.next_refresh = Instant::now() + self.options.topology_refresh_interval;
                     self.refresh();
                 }
             }
         }
-        for s in self.subscribers.values() {
-            s.send(Command::Shutdown);
-        }
+        // The subscribers' tokens are children of `stop`: they are stopping already.
         for (_, token) in self.publishers.values() {
             token.cancel();
         }
     }
 
-    fn on_request(&mut self, request: Request) {
+    async fn on_request(&mut self, request: Request) {
         match request {
             Request::Subscribe(channel, waiter) => match self.assigned.get(&channel).cloned() {
-                Some(Some(addr)) => self.send_subscribe(&addr, channel, vec![waiter]),
+                Some(Some(addr)) => self.send_subscribe(&addr, channel, vec![waiter]).await,
                 Some(None) => self.orphans.entry(channel).or_default().push(waiter),
-                None => self.route(channel, vec![waiter], None),
+                None => self.route(channel, vec![waiter], None).await,
             },
             Request::Unsubscribe(channel, done) => match self.assigned.remove(&channel) {
                 Some(Some(addr)) => match self.subscribers.get(&addr) {
                     Some(s) => {
-                        s.send(Command::Unsubscribe { channel, done });
+                        // Awaiting room here is the back-pressure of a subscriber that does
+                        // not keep up; the caller's deadline bounds what it waits for.
+                        s.send(Command::Unsubscribe { channel, done }).await;
                     }
                     None => {
                         let _ = done.send(Ok(()));
@@ -305,11 +339,11 @@ impl Manager {
                 }
             },
             Request::Refresh => self.refresh_soon(),
-            Request::Topology(result) => self.on_topology(result),
+            Request::Topology(result) => self.on_topology(result).await,
         }
     }
 
-    fn on_event(&mut self, event: Event) {
+    async fn on_event(&mut self, event: Event) {
         match event {
             Event::Down { from } => {
                 tracing::debug!(node = %from, "subscriber connection down; refreshing topology");
@@ -318,9 +352,9 @@ impl Manager {
             Event::Lost { from, channel, waiters } => match self.assigned.get(&channel).cloned() {
                 Some(Some(addr)) if *addr == *from => {
                     self.metrics.resubscribes.increment(1);
-                    self.route(channel, waiters, Some(&from));
+                    self.route(channel, waiters, Some(&from)).await;
                 }
-                Some(Some(addr)) => self.send_subscribe(&addr, channel, waiters),
+                Some(Some(addr)) => self.send_subscribe(&addr, channel, waiters).await,
                 Some(None) => self.orphans.entry(channel).or_default().extend(waiters),
                 None => {
                     for w in waiters {
@@ -334,14 +368,14 @@ impl Manager {
     /// Subscribes `channel` on the master owning its slot, unless that is `not_on` (the node
     /// that just lost it with a topology we have not refreshed yet): then it waits as an
     /// orphan for the next refresh, which comes soon.
-    fn route(&mut self, channel: Arc<str>, waiters: Vec<Waiter>, not_on: Option<&str>) {
+    async fn route(&mut self, channel: Arc<str>, waiters: Vec<Waiter>, not_on: Option<&str>) {
         let owner = self.map.as_ref().and_then(|m| m.owner_addr(key_slot(channel.as_bytes())));
         match owner {
             Some(owner)
                 if Some(owner.as_str()) != not_on && self.subscribers.contains_key(&owner) =>
             {
                 self.assigned.insert(channel.clone(), Some(owner.clone()));
-                self.send_subscribe(&owner, channel, waiters);
+                self.send_subscribe(&owner, channel, waiters).await;
             }
             _ => {
                 self.assigned.insert(channel.clone(), None);
@@ -351,10 +385,10 @@ impl Manager {
         }
     }
 
-    fn send_subscribe(&mut self, addr: &str, channel: Arc<str>, waiters: Vec<Waiter>) {
+    async fn send_subscribe(&mut self, addr: &str, channel: Arc<str>, waiters: Vec<Waiter>) {
         match self.subscribers.get(addr) {
             Some(s) => {
-                s.send(Command::Subscribe { channel, waiters });
+                s.send(Command::Subscribe { channel, waiters }).await;
             }
             None => {
                 self.assigned.insert(channel.clone(), None);
@@ -388,11 +422,12 @@ impl Manager {
         let requests = self.requests.clone();
         tokio::spawn(async move {
             let result = fetch_slot_map(&candidates, timeout).await;
-            let _ = requests.send(Request::Topology(result));
+            // Awaited, never dropped: the manager counts on every refresh reporting back.
+            let _ = requests.send(Request::Topology(result)).await;
         });
     }
 
-    fn on_topology(&mut self, result: Result<SlotMap, String>) {
+    async fn on_topology(&mut self, result: Result<SlotMap, String>) {
         self.refreshing = false;
         let map = match result {
             Ok(map) => map,
@@ -417,7 +452,7 @@ impl Manager {
             self.subscribers.keys().filter(|a| !masters.contains(a)).cloned().collect();
         for addr in gone {
             if let Some(s) = self.subscribers.remove(&addr) {
-                s.send(Command::Shutdown);
+                s.shutdown();
             }
             if let Some((_, token)) = self.publishers.remove(&addr) {
                 token.cancel();
@@ -430,9 +465,9 @@ impl Manager {
                     endpoint.clone(),
                     Mode::Sharded,
                     self.options.connection.clone(),
-                    self.incoming.clone(),
-                    Some(self.events.clone()),
+                    Sinks { incoming: self.incoming.clone(), events: Some(self.events.clone()) },
                     self.metrics.clone(),
+                    self.stop.child_token(),
                 );
                 self.subscribers.insert(addr.clone(), handle);
             }
@@ -458,19 +493,9 @@ impl Manager {
         }
         self.map = Some(map);
         self.publish_routing();
-        // Channels whose slot now has another owner are released; they come back as `Lost`.
-        if let Some(map) = &self.map {
-            for (channel, addr) in &self.assigned {
-                let Some(addr) = addr else { continue };
-                if map.owner_addr(key_slot(channel.as_bytes())).as_deref() != Some(addr.as_str()) {
-                    if let Some(s) = self.subscribers.get(addr) {
-                        s.send(Command::Release { channel: channel.clone() });
-                    }
-                }
-            }
-        }
+        self.release_moved().await;
         for (channel, waiters) in std::mem::take(&mut self.orphans) {
-            self.route(channel, waiters, None);
+            self.route(channel, waiters, None).await;
         }
         let healthy =
             self.orphans.is_empty() && self.map.as_ref().is_some_and(SlotMap::is_complete);
@@ -484,14 +509,27 @@ impl Manager {
         }
     }
 
+    /// Channels whose slot now has another owner are released; they come back as `Lost`.
+    async fn release_moved(&self) {
+        let Some(map) = &self.map else { return };
+        for (channel, addr) in &self.assigned {
+            let Some(addr) = addr else { continue };
+            if map.owner_addr(key_slot(channel.as_bytes())).as_deref() != Some(addr.as_str()) {
+                if let Some(s) = self.subscribers.get(addr) {
+                    s.send(Command::Release { channel: channel.clone() }).await;
+                }
+            }
+        }
+    }
+
     fn publish_routing(&self) {
         let subscribers_up = self
             .subscribers
             .values()
             .map(|s| {
-                let up = s.connected_flag();
-                Arc::new(move || up.load(std::sync::atomic::Ordering::Relaxed))
-                    as Arc<dyn Fn() -> bool + Send + Sync>
+                // Up means connected and Redis not owing an answer past the command timeout.
+                let (health, limit) = (s.health(), self.options.connection.command_timeout);
+                Arc::new(move || health.is_up(limit)) as Arc<dyn Fn() -> bool + Send + Sync>
             })
             .collect();
         self.routing.store(Arc::new(Routing {
@@ -512,7 +550,7 @@ async fn fetch_slot_map(
     let mut last_error = String::from("no node to ask");
     for endpoint in candidates {
         let attempt = async {
-            let client = redis::Client::open(endpoint.info.clone()).map_err(|e| e.to_string())?;
+            let client = endpoint.client().map_err(|e| e.to_string())?;
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(timeout))
                 .set_response_timeout(Some(timeout));

@@ -10,6 +10,9 @@
 //!   re-applies it channel by channel after reconnects.
 //! - `publisher`: long-lived multiplexed publisher connections (pipelined, no per-message
 //!   pool checkout) with background reconnect.
+//! - `dial`: opening a subscriber connection (TCP, TLS or unix socket, then AUTH).
+//! - `tls`: CA and client certificate for `rediss://`, loaded once for both stacks.
+//! - `health`: whether Redis has owed a connection an answer for too long (drives `ready()`).
 //! - `slot`, `topology`, `resp`, `backoff`: cluster key slots, the slot map, the RESP2 codec
 //!   of the subscriber connections, reconnect backoff.
 //! - [`metrics`]: metric names and descriptions.
@@ -24,6 +27,8 @@
 
 mod backoff;
 pub mod cluster;
+mod dial;
+mod health;
 pub mod metrics;
 mod options;
 mod publisher;
@@ -31,6 +36,7 @@ mod resp;
 pub mod slot;
 pub mod standalone;
 mod subscriber;
+mod tls;
 mod topology;
 
 #[cfg(feature = "testing")]
@@ -42,6 +48,7 @@ pub use cluster::RedisClusterBackend;
 pub use options::{ConnectionOptions, RedisClusterOptions, RedisOptions};
 pub use standalone::RedisBackend;
 use switchyard_backend::{Backend, BackendError};
+pub use tls::TlsFiles;
 
 /// Polls `ready()` until it succeeds or `within` has passed (then returns its last error).
 pub async fn wait_ready(backend: &dyn Backend, within: Duration) -> Result<(), BackendError> {

@@ -7,24 +7,52 @@
 //! long-lived connection that many tasks use at once; when it breaks, publishes answer
 //! `Unavailable` at once (never a hang) and the task reconnects with backoff.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, RedisError, Value};
 use switchyard_backend::BackendError;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::options::{ConnectionOptions, Endpoint};
 
 struct Live {
     generation: u64,
     conn: MultiplexedConnection,
+    /// Commands sent on this connection and not answered yet (publishes and pings).
+    in_flight: AtomicUsize,
+    /// Whether Redis has owed this connection an answer for too long (see `health`).
+    health: Health,
+}
+
+impl Live {
+    fn new(generation: u64, conn: MultiplexedConnection) -> Live {
+        let health = Health::default();
+        health.set_connected(true);
+        Live { generation, conn, in_flight: AtomicUsize::new(0), health }
+    }
+
+    /// Sends one command, waiting for the reply until `deadline`; `None` if Redis did not
+    /// answer by then. Keeps the health clock: it runs while any command is unanswered.
+    async fn call(&self, cmd: &Cmd, deadline: Instant) -> Option<Result<Value, RedisError>> {
+        let mut conn = self.conn.clone();
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.health.sent();
+        }
+        let result = tokio::time::timeout_at(deadline, conn.send_packed_command(cmd)).await.ok();
+        let left = self.in_flight.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        if result.is_some() {
+            self.health.heard(left > 0);
+        }
+        result
+    }
 }
 
 /// One publisher connection to one Redis server.
@@ -68,8 +96,7 @@ impl Publisher {
         metrics: Metrics,
         stop: CancellationToken,
     ) -> Result<Arc<Publisher>, BackendError> {
-        let client = redis::Client::open(endpoint.info.clone())
-            .map_err(|e| BackendError::Invalid(format!("redis {}: {e}", endpoint.addr())))?;
+        let client = endpoint.client()?;
         let publisher = Arc::new(Publisher {
             addr: endpoint.addr(),
             live: ArcSwapOption::empty(),
@@ -82,32 +109,31 @@ impl Publisher {
         Ok(publisher)
     }
 
-    pub(crate) fn is_connected(&self) -> bool {
-        self.live.load().is_some()
+    /// Connected, and no command unanswered for longer than the command timeout: a frozen
+    /// Redis turns this false as soon as one publish (or ping) has waited that long, before
+    /// the publish itself gives up.
+    pub(crate) fn is_up(&self) -> bool {
+        let live = self.live.load();
+        live.as_ref().is_some_and(|l| l.health.stalled() <= self.options.command_timeout)
     }
 
-    /// Sends one command on the shared connection, bounded by the command timeout.
-    pub(crate) async fn run(&self, cmd: &Cmd) -> Result<Value, PublishError> {
+    /// Sends one command on the shared connection; answers by `deadline` at the latest.
+    pub(crate) async fn run(&self, cmd: &Cmd, deadline: Instant) -> Result<Value, PublishError> {
         let Some(live) = self.live.load_full() else {
             self.metrics.publish_errors.increment(1);
             return Err(PublishError::Unavailable(format!("redis {} is not connected", self.addr)));
         };
-        let mut conn = live.conn.clone();
         let started = Instant::now();
-        let result = tokio::time::timeout(self.options.command_timeout, async {
-            conn.send_packed_command(cmd).await
-        })
-        .await;
-        match result {
-            Ok(Ok(value)) => {
+        match live.call(cmd, deadline).await {
+            Some(Ok(value)) => {
                 self.metrics.published(started.elapsed());
                 Ok(value)
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 self.metrics.publish_errors.increment(1);
                 Err(self.classify(live.generation, e))
             }
-            Err(_) => {
+            None => {
                 self.metrics.publish_errors.increment(1);
                 self.mark_broken(live.generation);
                 Err(PublishError::Unavailable(format!(
@@ -170,7 +196,6 @@ async fn reconnect_loop(
             let ping_interval = p.options.ping_interval;
             let command_timeout = p.options.command_timeout;
             drop(p);
-            let mut conn = live.conn.clone();
             let broken = tokio::select! {
                 _ = async {
                     match publisher.upgrade() {
@@ -179,9 +204,9 @@ async fn reconnect_loop(
                     }
                 } => false,
                 _ = tokio::time::sleep(ping_interval) => {
-                    let cmd = redis::cmd("PING");
-                    let ping = tokio::time::timeout(command_timeout, cmd.query_async::<()>(&mut conn));
-                    !matches!(ping.await, Ok(Ok(())))
+                    let deadline = Instant::now() + command_timeout;
+                    let reply = live.call(&redis::cmd("PING"), deadline).await;
+                    !matches!(reply, Some(Ok(Value::SimpleString(_) | Value::Okay)))
                 }
                 _ = stop.cancelled() => return,
             };
@@ -209,7 +234,7 @@ async fn reconnect_loop(
                 failures = 0;
                 backoff.reset();
                 let generation = p.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                p.live.store(Some(Arc::new(Live { generation, conn })));
+                p.live.store(Some(Arc::new(Live::new(generation, conn))));
             }
             Err(e) => {
                 failures += 1;

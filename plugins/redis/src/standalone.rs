@@ -10,13 +10,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use switchyard_backend::{Backend, BackendError, Incoming};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::options::{Endpoint, RedisOptions};
 use crate::publisher::Publisher;
 use crate::slot::key_slot;
-use crate::subscriber::{await_confirmation, Command, Mode, SubscriberHandle};
+use crate::subscriber::{await_confirmation, Command, Mode, Sinks, SubscriberHandle};
 
 /// The `redis` backend. See [`RedisBackend::connect`].
 pub struct RedisBackend {
@@ -48,7 +49,7 @@ impl RedisBackend {
                 "redis backend needs at least one subscriber and one publisher connection".into(),
             ));
         }
-        let endpoint = Endpoint::parse(&options.url)?;
+        let endpoint = Endpoint::parse(&options.url, &options.connection.tls)?;
         let addr = endpoint.addr();
         let metrics = Metrics::new(KIND);
         let stop = CancellationToken::new();
@@ -64,9 +65,9 @@ impl RedisBackend {
                     endpoint.clone(),
                     Mode::Plain,
                     options.connection.clone(),
-                    tx.clone(),
-                    None,
+                    Sinks { incoming: tx.clone(), events: None },
                     metrics.clone(),
+                    stop.clone(),
                 )
             })
             .collect();
@@ -94,6 +95,26 @@ impl RedisBackend {
     fn shard(&self, channel: &str, n: usize) -> usize {
         usize::from(key_slot(channel.as_bytes())) % n
     }
+
+    /// Queues `command` on the channel's subscriber connection, waiting for room no later
+    /// than `deadline`.
+    async fn queue(&self, channel: &str, command: Command, deadline: Instant) -> Queued {
+        let subscriber = &self.subscribers[self.shard(channel, self.subscribers.len())];
+        match tokio::time::timeout_at(deadline, subscriber.send(command)).await {
+            Ok(true) if subscriber.is_connected() => Queued::Connected,
+            Ok(true) => Queued::Disconnected,
+            Ok(false) => Queued::Stopped,
+            Err(_) => Queued::Full,
+        }
+    }
+}
+
+enum Queued {
+    Connected,
+    Disconnected,
+    Stopped,
+    /// The connection's queue stayed full until the deadline: it is not keeping up.
+    Full,
 }
 
 #[async_trait]
@@ -103,39 +124,52 @@ impl Backend for RedisBackend {
     }
 
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<u64, BackendError> {
+        let deadline = Instant::now() + self.options.connection.command_timeout;
         let publisher = &self.publishers[self.shard(channel, self.publishers.len())];
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(payload.as_ref());
-        match publisher.run(&cmd).await {
+        match publisher.run(&cmd, deadline).await {
             Ok(reply) => crate::publisher::receivers(&reply),
             Err(e) => Err(e.into()),
         }
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BackendError> {
+        let timeout = self.options.connection.command_timeout;
+        let deadline = Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
-        let subscriber = &self.subscribers[self.shard(channel, self.subscribers.len())];
-        if !subscriber.send(Command::Subscribe { channel: Arc::from(channel), waiters: vec![tx] }) {
-            return Err(BackendError::Unavailable("redis backend is shut down".into()));
-        }
-        // While the connection is down, say so at once instead of after the command timeout;
-        // the channel stays in the set and is subscribed when the connection is back.
-        if !subscriber.is_connected() {
-            return Err(BackendError::Unavailable(format!(
+        let command = Command::Subscribe { channel: Arc::from(channel), waiters: vec![tx] };
+        match self.queue(channel, command, deadline).await {
+            Queued::Connected => await_confirmation(rx, deadline, timeout, "subscribe").await,
+            // While the connection is down, say so at once instead of after the command
+            // timeout; the channel stays in the set and is subscribed when it is back.
+            Queued::Disconnected => Err(BackendError::Unavailable(format!(
                 "redis {} is not connected; the subscription is applied when it is back",
                 self.addr
-            )));
+            ))),
+            Queued::Stopped => Err(BackendError::Unavailable("redis backend is shut down".into())),
+            Queued::Full => Err(BackendError::Unavailable(format!(
+                "subscribe: redis {} did not keep up within {timeout:?}",
+                self.addr
+            ))),
         }
-        await_confirmation(rx, self.options.connection.command_timeout, "subscribe").await
     }
 
     async fn unsubscribe(&self, channel: &str) -> Result<(), BackendError> {
+        let timeout = self.options.connection.command_timeout;
+        let deadline = Instant::now() + timeout;
         let (tx, rx) = oneshot::channel();
-        let subscriber = &self.subscribers[self.shard(channel, self.subscribers.len())];
-        if !subscriber.send(Command::Unsubscribe { channel: Arc::from(channel), done: tx }) {
-            return Ok(());
+        let command = Command::Unsubscribe { channel: Arc::from(channel), done: tx };
+        match self.queue(channel, command, deadline).await {
+            Queued::Connected | Queued::Disconnected => {
+                await_confirmation(rx, deadline, timeout, "unsubscribe").await
+            }
+            Queued::Stopped => Ok(()),
+            Queued::Full => Err(BackendError::Unavailable(format!(
+                "unsubscribe: redis {} did not keep up within {timeout:?}",
+                self.addr
+            ))),
         }
-        await_confirmation(rx, self.options.connection.command_timeout, "unsubscribe").await
     }
 
     fn take_incoming(&self) -> Option<Incoming> {
@@ -143,13 +177,16 @@ impl Backend for RedisBackend {
     }
 
     async fn ready(&self) -> Result<(), BackendError> {
-        let subscribers = self.subscribers.iter().filter(|s| s.is_connected()).count();
-        let publishers = self.publishers.iter().filter(|p| p.is_connected()).count();
+        // Up means connected *and* Redis not owing an answer for longer than the command
+        // timeout, so a frozen Redis turns this false within that timeout.
+        let limit = self.options.connection.command_timeout;
+        let subscribers = self.subscribers.iter().filter(|s| s.is_up(limit)).count();
+        let publishers = self.publishers.iter().filter(|p| p.is_up()).count();
         if subscribers == self.subscribers.len() && publishers == self.publishers.len() {
             Ok(())
         } else {
             Err(BackendError::Unavailable(format!(
-                "redis {}: {subscribers}/{} subscriber and {publishers}/{} publisher connections up",
+                "redis {}: {subscribers}/{} subscriber and {publishers}/{} publisher connections up and answering",
                 self.addr,
                 self.subscribers.len(),
                 self.publishers.len()
@@ -158,18 +195,13 @@ impl Backend for RedisBackend {
     }
 
     async fn shutdown(&self) {
+        // Stops the publishers and the subscriber tasks alike.
         self.stop.cancel();
-        for s in &self.subscribers {
-            s.send(Command::Shutdown);
-        }
     }
 }
 
 impl Drop for RedisBackend {
     fn drop(&mut self) {
         self.stop.cancel();
-        for s in &self.subscribers {
-            s.send(Command::Shutdown);
-        }
     }
 }

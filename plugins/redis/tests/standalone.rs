@@ -133,11 +133,41 @@ async fn starts_degraded_when_redis_is_down_and_heals() {
     assert_eq!(next(&mut a_in, "hello").await.payload, Bytes::from_static(b"hello"));
 }
 
+/// A hub that takes messages slowly (the incoming queue full for many ping intervals) is our
+/// problem, not Redis's: the subscriber must not declare Redis dead, reconnect and lose the
+/// messages queued in the socket meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_hub_does_not_make_redis_look_dead() {
+    let server = RedisServer::start();
+    let mut o = options(server.url());
+    o.subscriber_connections = 1;
+    o.connection.ping_interval = Duration::from_millis(100);
+    o.connection.incoming_capacity = 1;
+    let a = RedisBackend::connect(o).expect("connect");
+    wait_ready(&a, Duration::from_secs(10)).await.expect("ready");
+    let mut a_in = a.take_incoming().expect("incoming");
+    let b = backend(&server).await;
+    let ch = unique("slowhub");
+    a.subscribe(&ch).await.expect("subscribe");
+    for i in 0..8 {
+        b.publish(&ch, Bytes::from(format!("m{i}"))).await.expect("publish");
+    }
+    // One message per three ping intervals: the subscriber is blocked on the hub far longer
+    // than the two intervals after which a silent Redis counts as dead.
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(a.ready().await.is_ok(), "a slow hub made the backend not ready");
+        let m = next(&mut a_in, "slow hub").await;
+        assert_eq!(m.payload, Bytes::from(format!("m{i}")), "message {i} lost or reordered");
+    }
+    assert_eq!(server.numsub(&ch), 1);
+}
+
 #[test]
 fn invalid_urls_are_rejected_clearly() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let _guard = rt.enter();
-    for url in ["localhost:6379", "rediss://h:1", "redis://h:port"] {
+    for url in ["localhost:6379", "http://h:1", "redis://h:port"] {
         match RedisBackend::connect(options(url.into())) {
             Err(BackendError::Invalid(msg)) => assert!(msg.contains(url), "{msg}"),
             Err(e) => panic!("{url}: wrong error {e}"),

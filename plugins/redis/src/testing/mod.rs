@@ -10,6 +10,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -17,6 +18,20 @@ use tempfile::TempDir;
 
 use crate::slot::key_slot;
 use crate::topology::parse_cluster_slots;
+
+mod tls;
+
+pub use tls::TestTls;
+
+/// How clients reach a test server.
+#[derive(Clone)]
+enum Transport {
+    Plain,
+    /// TLS only (`--port 0`); `true` when clients must present a certificate.
+    Tls(Arc<TestTls>, bool),
+    /// A unix socket only (`--port 0`).
+    Unix,
+}
 
 /// How long any readiness wait may take before the harness panics.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,21 +70,34 @@ pub struct RedisServer {
     cluster: bool,
     dir: TempDir,
     child: Option<Child>,
+    transport: Transport,
 }
 
 impl RedisServer {
     /// Starts a standalone server on a free port and waits until it answers PING.
     pub fn start() -> RedisServer {
-        RedisServer::start_with(false)
+        RedisServer::start_with(false, Transport::Plain)
     }
 
-    fn start_with(cluster: bool) -> RedisServer {
+    /// Starts a standalone server reachable only over TLS (`rediss://`), with `tls`'s server
+    /// certificate; `require_client_cert` sets `tls-auth-clients yes` (else `optional`).
+    pub fn start_tls(tls: &Arc<TestTls>, require_client_cert: bool) -> RedisServer {
+        RedisServer::start_with(false, Transport::Tls(tls.clone(), require_client_cert))
+    }
+
+    /// Starts a standalone server reachable only on a unix socket (`unix://`).
+    pub fn start_unix() -> RedisServer {
+        RedisServer::start_with(false, Transport::Unix)
+    }
+
+    fn start_with(cluster: bool, transport: Transport) -> RedisServer {
         require_redis_server();
         let dir = tempfile::Builder::new()
             .prefix("switchyard-redis-test")
             .tempdir()
             .expect("create a temp dir for redis-server");
-        let mut server = RedisServer { port: free_port(cluster), cluster, dir, child: None };
+        let mut server =
+            RedisServer { port: free_port(cluster), cluster, dir, child: None, transport };
         server.spawn();
         server
     }
@@ -80,7 +108,8 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        self.transport_args(&mut cmd);
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -96,6 +125,36 @@ impl RedisServer {
         let child = cmd.spawn().expect("spawn redis-server");
         self.child = Some(child);
         self.wait_ping();
+    }
+
+    fn transport_args(&self, cmd: &mut Command) {
+        let port = self.port.to_string();
+        match &self.transport {
+            Transport::Plain => {
+                cmd.args(["--port", &port]);
+            }
+            Transport::Tls(tls, require) => {
+                cmd.args(["--port", "0", "--tls-port", &port])
+                    .arg("--tls-cert-file")
+                    .arg(tls.server_cert())
+                    .arg("--tls-key-file")
+                    .arg(tls.server_key())
+                    .arg("--tls-ca-cert-file")
+                    .arg(tls.ca())
+                    .args(["--tls-auth-clients", if *require { "yes" } else { "optional" }]);
+                if self.cluster {
+                    cmd.args(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+                }
+            }
+            Transport::Unix => {
+                cmd.args(["--port", "0", "--unixsocketperm", "700", "--unixsocket"])
+                    .arg(self.socket_path());
+            }
+        }
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("r.sock")
     }
 
     fn wait_ping(&mut self) {
@@ -127,9 +186,13 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, `rediss://127.0.0.1:PORT` or `unix:///…/r.sock`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.transport {
+            Transport::Plain => format!("redis://127.0.0.1:{}", self.port),
+            Transport::Tls(..) => format!("rediss://127.0.0.1:{}", self.port),
+            Transport::Unix => format!("unix://{}", self.socket_path().display()),
+        }
     }
 
     /// Whether the process is running.
@@ -137,8 +200,27 @@ impl RedisServer {
         self.child.is_some()
     }
 
+    /// The process id, while it runs (for signals such as SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGSTOPs the server: its sockets stay open but it answers nothing, like a frozen or
+    /// partitioned host. It is SIGCONTed when the returned guard drops (also on panic), so a
+    /// failing test never leaves a stopped process behind.
+    pub fn freeze(&self) -> Frozen {
+        let pid = self.pid().expect("freeze: redis-server is not running");
+        signal(pid, "STOP");
+        Frozen { pid: Some(pid) }
+    }
+
     fn try_query(&self, cmd: &mut redis::Cmd) -> redis::RedisResult<Value> {
-        let client = redis::Client::open(self.url())?;
+        let client = match &self.transport {
+            Transport::Tls(tls, _) => {
+                redis::Client::build_with_tls(self.url(), tls.certificates())?
+            }
+            _ => redis::Client::open(self.url())?,
+        };
         let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
         con.set_read_timeout(Some(Duration::from_secs(5)))?;
         cmd.query(&mut con)
@@ -220,6 +302,38 @@ fn second_int(v: Value) -> i64 {
     }
 }
 
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap_or_else(|e| panic!("run kill -{name} {pid}: {e}"));
+    assert!(status.success(), "kill -{name} {pid} failed: {status}");
+}
+
+/// A SIGSTOPped `redis-server` (see [`RedisServer::freeze`]); SIGCONTs it on drop.
+pub struct Frozen {
+    pid: Option<u32>,
+}
+
+impl Frozen {
+    /// Resumes the server now.
+    pub fn thaw(mut self) {
+        if let Some(pid) = self.pid.take() {
+            signal(pid, "CONT");
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            // Not `signal`: a panic inside drop during unwinding would abort the test binary.
+            let _ = Command::new("kill").arg("-CONT").arg(pid.to_string()).status();
+        }
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
@@ -240,11 +354,21 @@ impl RedisCluster {
     /// Starts `masters` masters (3 in the usual tests), each with `replicas` replicas (0 or 1),
     /// and waits until every node reports `cluster_state:ok` and agrees on the slot map.
     pub fn start(masters: usize, replicas: usize) -> RedisCluster {
+        RedisCluster::start_with(masters, replicas, Transport::Plain)
+    }
+
+    /// Like [`RedisCluster::start`] with `masters` masters and no replicas, every node reachable
+    /// only over TLS and talking TLS on the cluster bus (`tls-cluster yes`).
+    pub fn start_tls(masters: usize, tls: &Arc<TestTls>) -> RedisCluster {
+        RedisCluster::start_with(masters, 0, Transport::Tls(tls.clone(), false))
+    }
+
+    fn start_with(masters: usize, replicas: usize, transport: Transport) -> RedisCluster {
         assert!(masters > 0 && replicas <= 1, "supported: n masters with 0 or 1 replica each");
         let masters: Vec<RedisServer> =
-            (0..masters).map(|_| RedisServer::start_with(true)).collect();
+            (0..masters).map(|_| RedisServer::start_with(true, transport.clone())).collect();
         let replicas: Vec<RedisServer> = if replicas == 1 {
-            (0..masters.len()).map(|_| RedisServer::start_with(true)).collect()
+            (0..masters.len()).map(|_| RedisServer::start_with(true, transport.clone())).collect()
         } else {
             Vec::new()
         };
