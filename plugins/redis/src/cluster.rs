@@ -15,12 +15,12 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::AsyncConnectionConfig;
+use switchyard_backend::backoff::Backoff;
 use switchyard_backend::{Backend, BackendError, Incoming, Message};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::options::{Addr, Endpoint, RedisClusterOptions};
 use crate::publisher::{PublishError, Publisher};
@@ -446,50 +446,9 @@ impl Manager {
             tracing::info!(masters = ?map.masters, "redis cluster topology updated");
         }
         let masters: Vec<String> = map.masters.iter().map(|(h, p)| format!("{h}:{p}")).collect();
-        // Connections to nodes that are no longer masters go; their channels come back as
-        // `Lost` events and are routed again.
-        let gone: Vec<String> =
-            self.subscribers.keys().filter(|a| !masters.contains(a)).cloned().collect();
-        for addr in gone {
-            if let Some(s) = self.subscribers.remove(&addr) {
-                s.shutdown();
-            }
-            if let Some((_, token)) = self.publishers.remove(&addr) {
-                token.cancel();
-            }
-        }
+        self.drop_departed(&masters);
         for (addr, (host, port)) in masters.iter().zip(map.masters.iter()) {
-            let endpoint = self.seeds[0].with_addr(host, *port);
-            if !self.subscribers.contains_key(addr) {
-                let handle = SubscriberHandle::spawn(
-                    endpoint.clone(),
-                    Mode::Sharded,
-                    self.options.connection.clone(),
-                    Sinks { incoming: self.incoming.clone(), events: Some(self.events.clone()) },
-                    self.metrics.clone(),
-                    self.stop.child_token(),
-                );
-                self.subscribers.insert(addr.clone(), handle);
-            }
-            if !self.publishers.contains_key(addr) {
-                let token = self.stop.child_token();
-                let pubs = (0..self.options.publisher_connections_per_master)
-                    .filter_map(|_| {
-                        let spawned = Publisher::spawn(
-                            &endpoint,
-                            &self.options.connection,
-                            self.metrics.clone(),
-                            token.clone(),
-                        );
-                        spawned
-                            .inspect_err(|e| {
-                                tracing::error!(master = %addr, error = %e, "cannot start a publisher connection; publishes to this master answer unavailable");
-                            })
-                            .ok()
-                    })
-                    .collect();
-                self.publishers.insert(addr.clone(), (pubs, token));
-            }
+            self.connect_master(addr, host, *port);
         }
         self.map = Some(map);
         self.publish_routing();
@@ -507,6 +466,57 @@ impl Manager {
         if std::mem::take(&mut self.refresh_again) {
             self.refresh_soon();
         }
+    }
+
+    /// Connections to nodes that are no longer masters go; their channels come back as
+    /// `Lost` events and are routed again.
+    fn drop_departed(&mut self, masters: &[String]) {
+        let gone: Vec<String> =
+            self.subscribers.keys().filter(|a| !masters.contains(a)).cloned().collect();
+        for addr in gone {
+            if let Some(s) = self.subscribers.remove(&addr) {
+                s.shutdown();
+            }
+            if let Some((_, token)) = self.publishers.remove(&addr) {
+                token.cancel();
+            }
+        }
+    }
+
+    /// A subscriber connection and publishers for master `addr`, unless it has them.
+    fn connect_master(&mut self, addr: &str, host: &str, port: u16) {
+        let endpoint = self.seeds[0].with_addr(host, port);
+        if !self.subscribers.contains_key(addr) {
+            let handle = SubscriberHandle::spawn(
+                endpoint.clone(),
+                Mode::Sharded,
+                self.options.connection.clone(),
+                Sinks { incoming: self.incoming.clone(), events: Some(self.events.clone()) },
+                self.metrics.clone(),
+                self.stop.child_token(),
+            );
+            self.subscribers.insert(addr.to_string(), handle);
+        }
+        if self.publishers.contains_key(addr) {
+            return;
+        }
+        let token = self.stop.child_token();
+        let pubs = (0..self.options.publisher_connections_per_master)
+            .filter_map(|_| {
+                let spawned = Publisher::spawn(
+                    &endpoint,
+                    &self.options.connection,
+                    self.metrics.clone(),
+                    token.clone(),
+                );
+                spawned
+                    .inspect_err(|e| {
+                        tracing::error!(master = %addr, error = %e, "cannot start a publisher connection; publishes to this master answer unavailable");
+                    })
+                    .ok()
+            })
+            .collect();
+        self.publishers.insert(addr.to_string(), (pubs, token));
     }
 
     /// Channels whose slot now has another owner are released; they come back as `Lost`.

@@ -13,7 +13,7 @@
 //! - `dial`: opening a subscriber connection (TCP, TLS or unix socket, then AUTH).
 //! - `tls`: CA and client certificate for `rediss://`, loaded once for both stacks.
 //! - `health`: whether Redis has owed a connection an answer for too long (drives `ready()`).
-//! - `slot`, `topology`, `resp`, `backoff`: cluster key slots, the slot map, the RESP2 codec
+//! - `slot`, `topology`, `resp`: cluster key slots, the slot map, the RESP2 codec
 //!   of the subscriber connections, reconnect backoff.
 //! - [`metrics`]: metric names and descriptions.
 //! - `testing` (feature `testing`): starts real `redis-server` processes for tests.
@@ -25,7 +25,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod backoff;
 pub mod cluster;
 mod dial;
 mod health;

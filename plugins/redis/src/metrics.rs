@@ -3,16 +3,12 @@
 //! Every metric carries a `backend` label with the backend kind (`redis` or `redis-cluster`).
 //! The broker calls [`describe`] once at start, after installing its recorder.
 
-use std::time::Duration;
-
-use metrics::{counter, describe_counter, describe_histogram, histogram, Counter, Histogram, Unit};
+use metrics::{counter, describe_counter, Counter};
 
 /// Connections (subscriber or publisher) re-established after a loss.
 pub const RECONNECTS: &str = "switchyard_backend_reconnects_total";
 /// Channels re-subscribed after a reconnect, failover or slot migration.
 pub const RESUBSCRIBES: &str = "switchyard_backend_resubscribes_total";
-/// Time from `publish` being called to Redis acknowledging the message.
-pub const PUBLISH_LATENCY: &str = "switchyard_backend_publish_latency_seconds";
 /// Messages handed to Redis by `publish`.
 pub const MESSAGES_OUT: &str = "switchyard_backend_messages_out_total";
 /// Messages received from Redis and handed to the hub.
@@ -29,7 +25,6 @@ pub fn describe() {
         RESUBSCRIBES,
         "Channels re-subscribed after a reconnect, failover or slot migration"
     );
-    describe_histogram!(PUBLISH_LATENCY, Unit::Seconds, "Backend publish latency");
     describe_counter!(MESSAGES_OUT, "Messages published to the backend");
     describe_counter!(MESSAGES_IN, "Messages received from the backend");
     describe_counter!(PUBLISH_ERRORS, "Backend publishes that failed");
@@ -40,7 +35,6 @@ pub fn describe() {
 pub(crate) struct Metrics {
     pub(crate) reconnects: Counter,
     pub(crate) resubscribes: Counter,
-    pub(crate) publish_latency: Histogram,
     pub(crate) messages_out: Counter,
     pub(crate) messages_in: Counter,
     pub(crate) publish_errors: Counter,
@@ -51,15 +45,15 @@ impl Metrics {
         Metrics {
             reconnects: counter!(RECONNECTS, LABEL_BACKEND => kind),
             resubscribes: counter!(RESUBSCRIBES, LABEL_BACKEND => kind),
-            publish_latency: histogram!(PUBLISH_LATENCY, LABEL_BACKEND => kind),
             messages_out: counter!(MESSAGES_OUT, LABEL_BACKEND => kind),
             messages_in: counter!(MESSAGES_IN, LABEL_BACKEND => kind),
             publish_errors: counter!(PUBLISH_ERRORS, LABEL_BACKEND => kind),
         }
     }
 
-    pub(crate) fn published(&self, took: Duration) {
+    /// Publish latency is not recorded here: the broker times every backend's publishes
+    /// once, as `switchyard_backend_publish_seconds`.
+    pub(crate) fn published(&self) {
         self.messages_out.increment(1);
-        self.publish_latency.record(took.as_secs_f64());
     }
 }

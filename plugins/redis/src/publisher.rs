@@ -9,16 +9,17 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, RedisError, Value};
+use switchyard_backend::backoff::Backoff;
 use switchyard_backend::BackendError;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::options::{ConnectionOptions, Endpoint};
@@ -123,10 +124,9 @@ impl Publisher {
             self.metrics.publish_errors.increment(1);
             return Err(PublishError::Unavailable(format!("redis {} is not connected", self.addr)));
         };
-        let started = Instant::now();
         match live.call(cmd, deadline).await {
             Some(Ok(value)) => {
-                self.metrics.published(started.elapsed());
+                self.metrics.published();
                 Ok(value)
             }
             Some(Err(e)) => {
@@ -181,8 +181,7 @@ async fn reconnect_loop(
     client: redis::Client,
     stop: CancellationToken,
 ) {
-    let mut ever_connected = false;
-    let mut failures = 0u32;
+    let mut attempts = Attempts::default();
     let mut backoff = {
         let Some(p) = publisher.upgrade() else { return };
         Backoff::new(p.options.reconnect_min, p.options.reconnect_max)
@@ -190,30 +189,11 @@ async fn reconnect_loop(
     loop {
         let Some(p) = publisher.upgrade() else { return };
         if let Some(live) = p.live.load_full() {
-            // Wait until a publish finds the connection broken, and PING now and then so an
-            // idle connection that died is noticed (and `ready()` turns false) without waiting
-            // for the next publish to fail.
-            let ping_interval = p.options.ping_interval;
-            let command_timeout = p.options.command_timeout;
+            let (ping_interval, command_timeout) =
+                (p.options.ping_interval, p.options.command_timeout);
             drop(p);
-            let broken = tokio::select! {
-                _ = async {
-                    match publisher.upgrade() {
-                        Some(p) => p.broken.notified().await,
-                        None => std::future::pending().await,
-                    }
-                } => false,
-                _ = tokio::time::sleep(ping_interval) => {
-                    let deadline = Instant::now() + command_timeout;
-                    let reply = live.call(&redis::cmd("PING"), deadline).await;
-                    !matches!(reply, Some(Ok(Value::SimpleString(_) | Value::Okay)))
-                }
-                _ = stop.cancelled() => return,
-            };
-            if broken {
-                if let Some(p) = publisher.upgrade() {
-                    p.mark_broken(live.generation);
-                }
+            if !watch(&publisher, &live, ping_interval, command_timeout, &stop).await {
+                return;
             }
             continue;
         }
@@ -226,28 +206,78 @@ async fn reconnect_loop(
         };
         match attempt {
             Ok(conn) => {
-                if ever_connected {
-                    p.metrics.reconnects.increment(1);
-                    tracing::info!(addr = %p.addr, "redis publisher reconnected");
-                }
-                ever_connected = true;
-                failures = 0;
+                attempts.connected(&p);
                 backoff.reset();
                 let generation = p.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 p.live.store(Some(Arc::new(Live::new(generation, conn))));
             }
             Err(e) => {
-                failures += 1;
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(addr = %p.addr, attempt = failures, error = %e,
-                        "redis publisher connection failed; publishes answer unavailable until it is back");
-                }
+                attempts.failed(&p, &e);
                 drop(p);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.next_delay()) => {},
                     _ = stop.cancelled() => return,
                 }
             }
+        }
+    }
+}
+
+/// Waits until a publish finds the live connection broken, PINGing now and then so an idle
+/// connection that died is noticed (and `ready()` turns false) without waiting for the next
+/// publish to fail. False once the publisher is stopped.
+async fn watch(
+    publisher: &std::sync::Weak<Publisher>,
+    live: &Live,
+    ping_interval: Duration,
+    command_timeout: Duration,
+    stop: &CancellationToken,
+) -> bool {
+    let broken = tokio::select! {
+        _ = async {
+            match publisher.upgrade() {
+                Some(p) => p.broken.notified().await,
+                None => std::future::pending().await,
+            }
+        } => false,
+        _ = tokio::time::sleep(ping_interval) => {
+            let deadline = Instant::now() + command_timeout;
+            let reply = live.call(&redis::cmd("PING"), deadline).await;
+            !matches!(reply, Some(Ok(Value::SimpleString(_) | Value::Okay)))
+        }
+        _ = stop.cancelled() => return false,
+    };
+    if broken {
+        if let Some(p) = publisher.upgrade() {
+            p.mark_broken(live.generation);
+        }
+    }
+    true
+}
+
+/// Connection attempts of one publisher, for logs and the reconnect counter.
+#[derive(Default)]
+struct Attempts {
+    ever_connected: bool,
+    failures: u32,
+}
+
+impl Attempts {
+    fn connected(&mut self, p: &Publisher) {
+        if self.ever_connected {
+            p.metrics.reconnects.increment(1);
+            tracing::info!(addr = %p.addr, "redis publisher reconnected");
+        }
+        self.ever_connected = true;
+        self.failures = 0;
+    }
+
+    /// Logs the first failure and then ever rarer ones (1, 2, 4, 8, ...).
+    fn failed(&mut self, p: &Publisher, e: &redis::RedisError) {
+        self.failures += 1;
+        if self.failures == 1 || self.failures.is_power_of_two() {
+            tracing::warn!(addr = %p.addr, attempt = self.failures, error = %e,
+                "redis publisher connection failed; publishes answer unavailable until it is back");
         }
     }
 }

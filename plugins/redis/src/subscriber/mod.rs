@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use switchyard_backend::backoff::Backoff;
 use switchyard_backend::{BackendError, Message};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::dial::{connect, send, Conn};
 use crate::health::Health;
 use crate::metrics::Metrics;

@@ -1,0 +1,483 @@
+//! Turning the raw TOML into a validated [`Config`]: every check, with the file, line, column
+//! and key of what it refuses.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::{self, RawBackend, RawConfig};
+use super::*;
+
+pub(super) struct Builder<'a> {
+    pub(super) file: &'a str,
+    pub(super) text: &'a str,
+}
+
+impl Builder<'_> {
+    fn err<T>(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: String,
+    ) -> Result<T, ConfigError> {
+        Err(ConfigError::at(self.file, self.text, span.start, key, message))
+    }
+
+    fn positive(
+        &self,
+        v: &Option<Spanned<u64>>,
+        key: &str,
+        default: u64,
+    ) -> Result<usize, ConfigError> {
+        match v {
+            None => Ok(default as usize),
+            Some(s) if *s.get_ref() == 0 => self.err(s.span(), key, "must be at least 1".into()),
+            Some(s) => usize::try_from(*s.get_ref())
+                .or_else(|_| self.err(s.span(), key, "is too large".into())),
+        }
+    }
+
+    fn data_depth(&self, v: &Option<Spanned<u64>>) -> Result<usize, ConfigError> {
+        let key = "limits.max_data_depth";
+        let depth = self.positive(v, key, 64)?;
+        match v {
+            Some(s) if depth > crate::ijson::MAX_DEPTH_LIMIT => self.err(
+                s.span(),
+                key,
+                format!("must be at most {}", crate::ijson::MAX_DEPTH_LIMIT),
+            ),
+            _ => Ok(depth),
+        }
+    }
+
+    fn millis(
+        &self,
+        v: &Option<Spanned<u64>>,
+        key: &str,
+        default: u64,
+    ) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(self.positive(v, key, default)? as u64))
+    }
+
+    fn max_header_bytes(&self, v: &Option<Spanned<u64>>) -> Result<usize, ConfigError> {
+        let key = "server.max_header_bytes";
+        match v {
+            // hyper's read buffer cannot be smaller than this.
+            Some(s) if *s.get_ref() < MIN_HEADER_BYTES as u64 => self.err(
+                s.span(),
+                key,
+                format!("must be at least {MIN_HEADER_BYTES} (a request line and a few headers)"),
+            ),
+            _ => self.positive(v, key, 16_384),
+        }
+    }
+
+    fn listen_backlog(&self, v: &Option<Spanned<u64>>) -> Result<u32, ConfigError> {
+        let key = "server.listen_backlog";
+        let n = self.positive(v, key, 1024)?;
+        // listen(2) takes an int.
+        match (i32::try_from(n), v) {
+            (Ok(_), _) => Ok(n as u32),
+            (Err(_), Some(s)) => self.err(s.span(), key, "is too large".into()),
+            (Err(_), None) => Ok(1024),
+        }
+    }
+
+    pub(super) fn build(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let node_id = self.node_id(raw.node.id)?;
+        let server = self.server(&raw.server)?;
+        let limits = self.limits(&raw.limits)?;
+        let auth = self.auth(raw.auth)?;
+        let mut backends = Vec::new();
+        for (name, b) in raw.backends {
+            backends.push(self.backend(&name, b)?);
+        }
+        let rules = self.rules(&backends, raw.routes)?;
+        Ok(Config {
+            source: self.file.to_string(),
+            node_id,
+            server,
+            limits,
+            auth,
+            backends,
+            rules: Arc::new(rules),
+        })
+    }
+
+    /// `node.id`: 1 to 64 characters that are safe in connection ids and Redis channel names.
+    fn node_id(&self, id: Option<Spanned<String>>) -> Result<Option<String>, ConfigError> {
+        let Some(id) = id else { return Ok(None) };
+        let v = id.get_ref();
+        let valid = !v.is_empty()
+            && v.len() <= 64
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            let message = format!("{v:?} must be 1 to 64 characters of A-Z a-z 0-9 _ -");
+            return self.err(id.span(), "node.id", message);
+        }
+        Ok(Some(v.clone()))
+    }
+
+    fn server(&self, s: &raw::RawServer) -> Result<ServerConfig, ConfigError> {
+        let listen = match &s.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(l) => match l.get_ref().parse() {
+                Ok(a) => a,
+                Err(_) => {
+                    let message =
+                        format!("{:?} is not an address such as \"127.0.0.1:8080\"", l.get_ref());
+                    return self.err(l.span(), "server.listen", message);
+                }
+            },
+        };
+        let ms = |v: &Option<Spanned<u64>>, key: &str, default: u64| {
+            self.positive(v, key, default).map(|n| Duration::from_millis(n as u64))
+        };
+        Ok(ServerConfig {
+            listen,
+            max_connections: self.positive(
+                &s.max_connections,
+                "server.max_connections",
+                100_000,
+            )?,
+            max_frame_bytes: self.positive(&s.max_frame_bytes, "server.max_frame_bytes", 65_536)?,
+            outbound_queue: self.positive(&s.outbound_queue, "server.outbound_queue", 1024)?,
+            outbound_queue_bytes: self.positive(
+                &s.outbound_queue_bytes,
+                "server.outbound_queue_bytes",
+                1024 * 1024,
+            )?,
+            ping_interval: ms(&s.ping_interval_ms, "server.ping_interval_ms", 25_000)?,
+            shutdown_timeout: ms(&s.shutdown_timeout_ms, "server.shutdown_timeout_ms", 5000)?,
+            header_timeout: self.millis(
+                &s.header_timeout_ms,
+                "server.header_timeout_ms",
+                10_000,
+            )?,
+            body_timeout: self.millis(&s.body_timeout_ms, "server.body_timeout_ms", 10_000)?,
+            max_header_bytes: self.max_header_bytes(&s.max_header_bytes)?,
+            listen_backlog: self.listen_backlog(&s.listen_backlog)?,
+        })
+    }
+
+    fn limits(&self, l: &raw::RawLimits) -> Result<LimitsConfig, ConfigError> {
+        let rate = |v: &Option<Spanned<f64>>, key: &str, default: f64| match v {
+            None => Ok(default),
+            Some(r) if r.get_ref().is_finite() && *r.get_ref() > 0.0 => Ok(*r.get_ref()),
+            Some(r) => self.err(r.span(), key, "must be a number above 0".into()),
+        };
+        Ok(LimitsConfig {
+            publish_rate: rate(&l.publish_rate, "limits.publish_rate", 1000.0)?,
+            publish_burst: rate(&l.publish_burst, "limits.publish_burst", 2000.0)?,
+            max_subscriptions: self.positive(
+                &l.max_subscriptions,
+                "limits.max_subscriptions",
+                1000,
+            )?,
+            max_data_depth: self.data_depth(&l.max_data_depth)?,
+            subscribe_rate: rate(&l.subscribe_rate, "limits.subscribe_rate", 100.0)?,
+            subscribe_burst: rate(&l.subscribe_burst, "limits.subscribe_burst", 1000.0)?,
+        })
+    }
+
+    /// `[auth]`: at most one JWT key source, and each secret named by environment variable or
+    /// by file, not both (which one wins would be a guess).
+    fn auth(&self, a: raw::RawAuth) -> Result<AuthConfig, ConfigError> {
+        let jwt_sources = [
+            &a.jwt_hs256_secret_env,
+            &a.jwt_hs256_secret_file,
+            &a.jwt_rs256_public_key_file,
+            &a.jwt_es256_public_key_file,
+        ];
+        if let Some(second) = jwt_sources.iter().filter_map(|x| x.as_ref()).nth(1) {
+            return self.err(
+                second.span(),
+                "auth",
+                "configure one of jwt_hs256_secret_env, jwt_hs256_secret_file, \
+                 jwt_rs256_public_key_file, jwt_es256_public_key_file"
+                    .into(),
+            );
+        }
+        if let (Some(_), Some(file)) = (&a.api_keys_env, &a.api_keys_file) {
+            return self.err(
+                file.span(),
+                "auth.api_keys_file",
+                "configure one of api_keys_env, api_keys_file".into(),
+            );
+        }
+        Ok(AuthConfig {
+            jwt_hs256_secret_env: a.jwt_hs256_secret_env.map(Spanned::into_inner),
+            jwt_hs256_secret_file: a.jwt_hs256_secret_file.map(Spanned::into_inner),
+            jwt_rs256_public_key_file: a.jwt_rs256_public_key_file.map(Spanned::into_inner),
+            jwt_es256_public_key_file: a.jwt_es256_public_key_file.map(Spanned::into_inner),
+            jwt_issuer: a.jwt_issuer,
+            jwt_audience: a.jwt_audience,
+            api_keys_env: a.api_keys_env.map(Spanned::into_inner),
+            api_keys_file: a.api_keys_file.map(Spanned::into_inner),
+            send: self.send_permission(&a.send)?,
+        })
+    }
+
+    fn send_permission(&self, v: &Option<Spanned<String>>) -> Result<SendPermission, ConfigError> {
+        let Some(v) = v else { return Ok(SendPermission::default()) };
+        match v.get_ref().trim() {
+            "anyone" => Ok(SendPermission::Anyone),
+            "authenticated" => Ok(SendPermission::Authenticated),
+            "nobody" => Ok(SendPermission::Nobody),
+            other => self.err(
+                v.span(),
+                "auth.send",
+                format!("{other:?} is not one of: anyone, authenticated, nobody"),
+            ),
+        }
+    }
+
+    fn backend(&self, name: &str, b: Spanned<RawBackend>) -> Result<BackendConfig, ConfigError> {
+        let key = format!("backends.{name}");
+        if !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+            || name.is_empty()
+        {
+            return self.err(b.span(), &key, "backend names are letters, digits, _ and -".into());
+        }
+        let span = b.span();
+        let b = b.into_inner();
+        let count = |v: &Option<Spanned<u64>>, k: &str| -> Result<Option<usize>, ConfigError> {
+            v.as_ref().map(|_| self.positive(v, &format!("{key}.{k}"), 1)).transpose()
+        };
+        let subscriber_connections = count(&b.subscriber_connections, "subscriber_connections")?;
+        let publisher_connections = count(&b.publisher_connections, "publisher_connections")?;
+        let kind = match b.kind.get_ref().as_str() {
+            "memory" => {
+                let extra = [
+                    b.url.as_ref().map(|u| (u.span(), "url")),
+                    b.nodes.as_ref().map(|n| (n.span(), "nodes")),
+                    b.tls_ca_file.as_ref().map(|v| (v.span(), "tls_ca_file")),
+                    b.tls_cert_file.as_ref().map(|v| (v.span(), "tls_cert_file")),
+                    b.tls_key_file.as_ref().map(|v| (v.span(), "tls_key_file")),
+                ];
+                if let Some((span, k)) = extra.into_iter().flatten().next() {
+                    return self.err(span, &format!("{key}.{k}"), "the memory backend takes no address".into());
+                }
+                BackendKind::Memory
+            }
+            "redis" => {
+                let url = match (&b.url, &b.nodes) {
+                    (Some(u), None) => u.get_ref().clone(),
+                    (None, Some(n)) if n.get_ref().len() == 1 => n.get_ref()[0].clone(),
+                    (None, Some(n)) => {
+                        return self.err(
+                            n.span(),
+                            &format!("{key}.nodes"),
+                            "kind \"redis\" is one server: give `url`, or use kind \"redis-cluster\"".into(),
+                        )
+                    }
+                    (Some(_), Some(n)) => {
+                        return self.err(n.span(), &format!("{key}.nodes"), "give either `url` or `nodes`".into())
+                    }
+                    (None, None) => {
+                        return self.err(span, &format!("{key}.url"), "kind \"redis\" needs `url = \"redis://host:port\"`".into())
+                    }
+                };
+                let tls = self.redis_tls(&key, &b, std::slice::from_ref(&url))?;
+                BackendKind::Redis { url, subscriber_connections, publisher_connections, tls }
+            }
+            "redis-cluster" => {
+                if let Some(s) = &b.subscriber_connections {
+                    return self.err(
+                        s.span(),
+                        &format!("{key}.subscriber_connections"),
+                        "redis-cluster keeps one subscriber connection per master; remove this key".into(),
+                    );
+                }
+                let nodes = match (&b.nodes, &b.url) {
+                    (Some(n), _) if !n.get_ref().is_empty() => n.get_ref().clone(),
+                    (None, Some(u)) => vec![u.get_ref().clone()],
+                    (Some(n), _) => return self.err(n.span(), &format!("{key}.nodes"), "needs at least one seed node URL".into()),
+                    (None, None) => {
+                        return self.err(span, &format!("{key}.nodes"), "kind \"redis-cluster\" needs `nodes = [\"redis://host:port\", ...]`".into())
+                    }
+                };
+                let tls = self.redis_tls(&key, &b, &nodes)?;
+                BackendKind::RedisCluster { nodes, publisher_connections, tls }
+            }
+            other => {
+                return self.err(
+                    b.kind.span(),
+                    &format!("{key}.kind"),
+                    format!("unknown backend kind {other:?}; expected \"memory\", \"redis\" or \"redis-cluster\""),
+                )
+            }
+        };
+        Ok(BackendConfig { name: Arc::from(name), kind })
+    }
+
+    /// `tls_ca_file`, `tls_cert_file`, `tls_key_file`: each must name a readable file, the
+    /// client certificate needs its key (and the other way round), and they only make sense
+    /// with `rediss://` URLs. The backend parses the PEM when it starts.
+    fn redis_tls(
+        &self,
+        key: &str,
+        b: &RawBackend,
+        urls: &[String],
+    ) -> Result<RedisTls, ConfigError> {
+        let file = |v: &Option<Spanned<String>>, k: &str| -> Result<Option<String>, ConfigError> {
+            let Some(v) = v else { return Ok(None) };
+            match std::fs::metadata(v.get_ref()) {
+                Ok(m) if m.is_file() => Ok(Some(v.get_ref().clone())),
+                Ok(_) => self.err(
+                    v.span(),
+                    &format!("{key}.{k}"),
+                    format!("{:?} is not a file", v.get_ref()),
+                ),
+                Err(e) => self.err(
+                    v.span(),
+                    &format!("{key}.{k}"),
+                    format!("cannot read {:?}: {e}", v.get_ref()),
+                ),
+            }
+        };
+        let tls = RedisTls {
+            ca_file: file(&b.tls_ca_file, "tls_ca_file")?,
+            cert_file: file(&b.tls_cert_file, "tls_cert_file")?,
+            key_file: file(&b.tls_key_file, "tls_key_file")?,
+        };
+        match (&b.tls_cert_file, &b.tls_key_file) {
+            (Some(c), None) => {
+                return self.err(
+                    c.span(),
+                    &format!("{key}.tls_key_file"),
+                    "tls_cert_file needs tls_key_file (the client certificate's private key)"
+                        .into(),
+                )
+            }
+            (None, Some(k)) => {
+                return self.err(
+                    k.span(),
+                    &format!("{key}.tls_cert_file"),
+                    "tls_key_file needs tls_cert_file (the client certificate)".into(),
+                )
+            }
+            _ => {}
+        }
+        let first =
+            [&b.tls_ca_file, &b.tls_cert_file, &b.tls_key_file].into_iter().flatten().next();
+        if let (Some(v), Some(url)) = (first, urls.iter().find(|u| !u.starts_with("rediss://"))) {
+            return self.err(
+                v.span(),
+                key,
+                format!("TLS files need rediss:// URLs, but {url:?} is not one"),
+            );
+        }
+        Ok(tls)
+    }
+
+    fn rules(
+        &self,
+        backends: &[BackendConfig],
+        routes: Vec<Spanned<RawRoute>>,
+    ) -> Result<Rules, ConfigError> {
+        let mut compiled = Vec::with_capacity(routes.len());
+        // Where each route decides its backend channels: its template, else its pattern.
+        let mut places = Vec::with_capacity(routes.len());
+        for (index, r) in routes.into_iter().enumerate() {
+            let key = |k: &str| format!("routes[{index}].{k}");
+            let span = r.span();
+            let r = r.into_inner();
+            places.push(match &r.channel {
+                Some(c) => (c.span(), key("channel")),
+                None => (r.pattern.span(), key("match")),
+            });
+            let pattern = Pattern::parse(r.pattern.get_ref())
+                .or_else(|m| self.err(r.pattern.span(), &key("match"), m))?;
+            let backend = match &r.backend {
+                Some(b) => match backends.iter().position(|x| *x.name == **b.get_ref()) {
+                    Some(i) => i,
+                    None => {
+                        let known: Vec<&str> = backends.iter().map(|x| &*x.name).collect();
+                        return self.err(
+                            b.span(),
+                            &key("backend"),
+                            format!(
+                                "unknown backend {:?}; defined: {}",
+                                b.get_ref(),
+                                if known.is_empty() { "none".into() } else { known.join(", ") }
+                            ),
+                        );
+                    }
+                },
+                None if backends.len() == 1 => 0,
+                None => {
+                    return self.err(
+                        span,
+                        &key("backend"),
+                        format!("required: {} backends are defined", backends.len()),
+                    )
+                }
+            };
+            let template = r
+                .channel
+                .as_ref()
+                .map(|t| {
+                    Template::parse(t.get_ref(), &pattern)
+                        .or_else(|m| self.err(t.span(), &key("channel"), m))
+                })
+                .transpose()?;
+            let permission = |v: &Option<Spanned<String>>, k: &str| match v {
+                None => Ok(Permission::Authenticated),
+                Some(p) => Permission::parse(p.get_ref(), &pattern)
+                    .or_else(|m| self.err(p.span(), &key(k), m)),
+            };
+            let subscribe = permission(&r.subscribe, "subscribe")?;
+            let publish = permission(&r.publish, "publish")?;
+            let max_message_bytes =
+                self.positive(&r.max_message_bytes, &key("max_message_bytes"), 65_536)?;
+            compiled.push(Route {
+                index,
+                pattern,
+                backend,
+                backend_name: backends[backend].name.clone(),
+                template,
+                subscribe,
+                publish,
+                max_message_bytes,
+            });
+        }
+        let rules = Rules::new(compiled);
+        match rules.collision() {
+            None => Ok(rules),
+            Some(c) => {
+                let (span, key) = places.swap_remove(c.later);
+                self.err(span, &key, collision_message(&rules, &c))
+            }
+        }
+    }
+}
+
+/// Names both routes, the backend, and a backend channel they would share with the two client
+/// channels that would produce it.
+fn collision_message(rules: &Rules, c: &Collision) -> String {
+    let describe = |i: usize| {
+        let r = &rules.routes()[i];
+        match &r.template {
+            Some(t) => format!(
+                "routes[{i}] (match = {:?}, channel = {:?})",
+                r.pattern.source(),
+                t.source()
+            ),
+            None => format!("routes[{i}] (match = {:?}, no channel template)", r.pattern.source()),
+        }
+    };
+    let backend = &rules.routes()[c.later].backend_name;
+    format!(
+        "{} and {} can put different channels on the same backend channel of backend {backend:?}: {:?} would carry both {:?} (routes[{}]) and {:?} (routes[{}]); give one of them a `channel` template whose text the other cannot produce, e.g. channel = \"app:{{**}}\" for a `**` route",
+        describe(c.later),
+        describe(c.earlier),
+        c.backend_channel,
+        c.channels[0],
+        c.earlier,
+        c.channels[1],
+        c.later,
+    )
+}
