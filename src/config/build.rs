@@ -249,56 +249,14 @@ impl Builder<'_> {
         let subscriber_connections = count(&b.subscriber_connections, "subscriber_connections")?;
         let publisher_connections = count(&b.publisher_connections, "publisher_connections")?;
         let kind = match b.kind.get_ref().as_str() {
-            "memory" => {
-                let extra = [
-                    b.url.as_ref().map(|u| (u.span(), "url")),
-                    b.nodes.as_ref().map(|n| (n.span(), "nodes")),
-                    b.tls_ca_file.as_ref().map(|v| (v.span(), "tls_ca_file")),
-                    b.tls_cert_file.as_ref().map(|v| (v.span(), "tls_cert_file")),
-                    b.tls_key_file.as_ref().map(|v| (v.span(), "tls_key_file")),
-                ];
-                if let Some((span, k)) = extra.into_iter().flatten().next() {
-                    return self.err(span, &format!("{key}.{k}"), "the memory backend takes no address".into());
-                }
-                BackendKind::Memory
-            }
+            "memory" => self.memory_backend(&key, &b)?,
             "redis" => {
-                let url = match (&b.url, &b.nodes) {
-                    (Some(u), None) => u.get_ref().clone(),
-                    (None, Some(n)) if n.get_ref().len() == 1 => n.get_ref()[0].clone(),
-                    (None, Some(n)) => {
-                        return self.err(
-                            n.span(),
-                            &format!("{key}.nodes"),
-                            "kind \"redis\" is one server: give `url`, or use kind \"redis-cluster\"".into(),
-                        )
-                    }
-                    (Some(_), Some(n)) => {
-                        return self.err(n.span(), &format!("{key}.nodes"), "give either `url` or `nodes`".into())
-                    }
-                    (None, None) => {
-                        return self.err(span, &format!("{key}.url"), "kind \"redis\" needs `url = \"redis://host:port\"`".into())
-                    }
-                };
+                let url = self.redis_url(&key, &b, span)?;
                 let tls = self.redis_tls(&key, &b, std::slice::from_ref(&url))?;
                 BackendKind::Redis { url, subscriber_connections, publisher_connections, tls }
             }
             "redis-cluster" => {
-                if let Some(s) = &b.subscriber_connections {
-                    return self.err(
-                        s.span(),
-                        &format!("{key}.subscriber_connections"),
-                        "redis-cluster keeps one subscriber connection per master; remove this key".into(),
-                    );
-                }
-                let nodes = match (&b.nodes, &b.url) {
-                    (Some(n), _) if !n.get_ref().is_empty() => n.get_ref().clone(),
-                    (None, Some(u)) => vec![u.get_ref().clone()],
-                    (Some(n), _) => return self.err(n.span(), &format!("{key}.nodes"), "needs at least one seed node URL".into()),
-                    (None, None) => {
-                        return self.err(span, &format!("{key}.nodes"), "kind \"redis-cluster\" needs `nodes = [\"redis://host:port\", ...]`".into())
-                    }
-                };
+                let nodes = self.cluster_nodes(&key, &b, span)?;
                 let tls = self.redis_tls(&key, &b, &nodes)?;
                 BackendKind::RedisCluster { nodes, publisher_connections, tls }
             }
@@ -311,6 +269,78 @@ impl Builder<'_> {
             }
         };
         Ok(BackendConfig { name: Arc::from(name), kind })
+    }
+
+    /// The memory backend takes no address or TLS keys.
+    fn memory_backend(&self, key: &str, b: &RawBackend) -> Result<BackendKind, ConfigError> {
+        let extra = [
+            b.url.as_ref().map(|u| (u.span(), "url")),
+            b.nodes.as_ref().map(|n| (n.span(), "nodes")),
+            b.tls_ca_file.as_ref().map(|v| (v.span(), "tls_ca_file")),
+            b.tls_cert_file.as_ref().map(|v| (v.span(), "tls_cert_file")),
+            b.tls_key_file.as_ref().map(|v| (v.span(), "tls_key_file")),
+        ];
+        if let Some((span, k)) = extra.into_iter().flatten().next() {
+            let message = "the memory backend takes no address".into();
+            return self.err(span, &format!("{key}.{k}"), message);
+        }
+        Ok(BackendKind::Memory)
+    }
+
+    /// The one server of kind "redis": `url`, or `nodes` with exactly one entry.
+    fn redis_url(
+        &self,
+        key: &str,
+        b: &RawBackend,
+        span: std::ops::Range<usize>,
+    ) -> Result<String, ConfigError> {
+        match (&b.url, &b.nodes) {
+            (Some(u), None) => Ok(u.get_ref().clone()),
+            (None, Some(n)) if n.get_ref().len() == 1 => Ok(n.get_ref()[0].clone()),
+            (None, Some(n)) => self.err(
+                n.span(),
+                &format!("{key}.nodes"),
+                "kind \"redis\" is one server: give `url`, or use kind \"redis-cluster\"".into(),
+            ),
+            (Some(_), Some(n)) => {
+                self.err(n.span(), &format!("{key}.nodes"), "give either `url` or `nodes`".into())
+            }
+            (None, None) => self.err(
+                span,
+                &format!("{key}.url"),
+                "kind \"redis\" needs `url = \"redis://host:port\"`".into(),
+            ),
+        }
+    }
+
+    /// The seed nodes of kind "redis-cluster" (which takes no `subscriber_connections`).
+    fn cluster_nodes(
+        &self,
+        key: &str,
+        b: &RawBackend,
+        span: std::ops::Range<usize>,
+    ) -> Result<Vec<String>, ConfigError> {
+        if let Some(s) = &b.subscriber_connections {
+            return self.err(
+                s.span(),
+                &format!("{key}.subscriber_connections"),
+                "redis-cluster keeps one subscriber connection per master; remove this key".into(),
+            );
+        }
+        match (&b.nodes, &b.url) {
+            (Some(n), _) if !n.get_ref().is_empty() => Ok(n.get_ref().clone()),
+            (None, Some(u)) => Ok(vec![u.get_ref().clone()]),
+            (Some(n), _) => self.err(
+                n.span(),
+                &format!("{key}.nodes"),
+                "needs at least one seed node URL".into(),
+            ),
+            (None, None) => self.err(
+                span,
+                &format!("{key}.nodes"),
+                "kind \"redis-cluster\" needs `nodes = [\"redis://host:port\", ...]`".into(),
+            ),
+        }
     }
 
     /// `tls_ca_file`, `tls_cert_file`, `tls_key_file`: each must name a readable file, the
@@ -373,6 +403,32 @@ impl Builder<'_> {
         Ok(tls)
     }
 
+    /// The index of the backend a route names; it may be left out when there is only one.
+    fn route_backend(
+        &self,
+        backends: &[BackendConfig],
+        r: &RawRoute,
+        span: std::ops::Range<usize>,
+        key: &str,
+    ) -> Result<usize, ConfigError> {
+        let Some(b) = &r.backend else {
+            if backends.len() == 1 {
+                return Ok(0);
+            }
+            return self.err(
+                span,
+                key,
+                format!("required: {} backends are defined", backends.len()),
+            );
+        };
+        if let Some(i) = backends.iter().position(|x| *x.name == **b.get_ref()) {
+            return Ok(i);
+        }
+        let known: Vec<&str> = backends.iter().map(|x| &*x.name).collect();
+        let known = if known.is_empty() { "none".into() } else { known.join(", ") };
+        self.err(b.span(), key, format!("unknown backend {:?}; defined: {known}", b.get_ref()))
+    }
+
     fn rules(
         &self,
         backends: &[BackendConfig],
@@ -391,31 +447,7 @@ impl Builder<'_> {
             });
             let pattern = Pattern::parse(r.pattern.get_ref())
                 .or_else(|m| self.err(r.pattern.span(), &key("match"), m))?;
-            let backend = match &r.backend {
-                Some(b) => match backends.iter().position(|x| *x.name == **b.get_ref()) {
-                    Some(i) => i,
-                    None => {
-                        let known: Vec<&str> = backends.iter().map(|x| &*x.name).collect();
-                        return self.err(
-                            b.span(),
-                            &key("backend"),
-                            format!(
-                                "unknown backend {:?}; defined: {}",
-                                b.get_ref(),
-                                if known.is_empty() { "none".into() } else { known.join(", ") }
-                            ),
-                        );
-                    }
-                },
-                None if backends.len() == 1 => 0,
-                None => {
-                    return self.err(
-                        span,
-                        &key("backend"),
-                        format!("required: {} backends are defined", backends.len()),
-                    )
-                }
-            };
+            let backend = self.route_backend(backends, &r, span, &key("backend"))?;
             let template = r
                 .channel
                 .as_ref()
