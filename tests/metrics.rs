@@ -66,3 +66,28 @@ async fn reloads_are_counted_by_outcome() {
     let mut c = Client::connect(&format!("ws://{}/ws", broker.addr)).await;
     c.subscribe("room.1").await;
 }
+
+#[tokio::test]
+async fn a_header_timeout_is_counted() {
+    // ServedBroker puts `[server]` and the listen address in front: this line joins that table.
+    let config = format!("header_timeout_ms = 300\n{OPEN_CONFIG}");
+    let broker = ServedBroker::start(&config).await;
+    let aborted = |page: &str| {
+        let prefix = "switchyard_http_aborted_total{reason=\"header_timeout\"} ";
+        page.lines().find_map(|l| l.strip_prefix(prefix)).and_then(|v| v.trim().parse().ok())
+    };
+    assert_eq!(aborted(&broker.metrics().await).unwrap_or(0.0), 0.0, "nothing timed out yet");
+    let mut half = tokio::net::TcpStream::connect(broker.addr).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut half, b"GET /ws HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .expect("write half a request");
+    let mut rest = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut half, &mut rest).await.expect("closed");
+    assert!(rest.is_empty(), "a timed-out head gets no answer");
+    let addr = broker.addr;
+    eventually("the header timeout is counted", || async move {
+        let (_, page) = common::http(addr, "GET", "/metrics", &[], "").await;
+        aborted(&page) == Some(1.0)
+    })
+    .await;
+}

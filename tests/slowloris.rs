@@ -88,13 +88,11 @@ async fn until_open_sockets(broker: &TestBroker, n: usize) {
 async fn a_half_sent_request_is_closed_after_the_header_timeout() {
     let broker =
         TestBroker::start(common::open_config!("[server]\nheader_timeout_ms = 300\n")).await;
-    let before = common::metric_sum(broker.addr, "switchyard_http_aborted_total").await;
     let mut s = open(broker.addr, HALF_REQUEST).await;
     let answer = read_until_closed(&mut s).await;
     assert_eq!(answer, "", "a timed-out head gets no response, only a close");
     until_open_sockets(&broker, 0).await;
-    let after = common::metric_sum(broker.addr, "switchyard_http_aborted_total").await;
-    assert!(after > before, "the header timeout is counted ({before} -> {after})");
+    // That it is counted is checked in tests/metrics.rs, in a process of its own.
     broker.shutdown().await;
 }
 

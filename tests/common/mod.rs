@@ -504,14 +504,3 @@ fn parse_server_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
     }
     Some((buf[0] & 0x0f, buf[header..header + len].to_vec(), header + len))
 }
-
-/// The sum of every sample of metric `name` (all label sets) in the broker's `/metrics`.
-///
-/// An in-process broker shares its recorder with every other test in the binary: use this
-/// only for "did it grow" checks that no other test's traffic can satisfy; exact counts
-/// belong to [`ServedBroker`].
-pub async fn metric_sum(addr: SocketAddr, name: &str) -> f64 {
-    let (status, body) = http(addr, "GET", "/metrics", &[], "").await;
-    assert_eq!(status, 200, "/metrics: {body}");
-    sum_samples(&body, name)
-}
