@@ -45,8 +45,7 @@ impl Fanout {
     /// Delivers one message to every subscriber, then drains the outboxes so the next call
     /// measures the same work. Needs a runtime entered (kicks of many outboxes are spawned).
     pub fn deliver_and_drain(&mut self) {
-        let message =
-            Message { channel: self.topic.channel.clone(), payload: self.payload.clone() };
+        let message = Message::new(self.topic.channel.clone(), self.payload.clone());
         self.hub.deliver(0, message);
         for o in &self.outboxes {
             o.take(&mut self.drained);

@@ -59,7 +59,7 @@ pub async fn next(incoming: &mut Incoming, what: &str) -> Message {
 }
 
 fn msg(channel: &str, payload: &str) -> Message {
-    Message { channel: Arc::from(channel), payload: Bytes::copy_from_slice(payload.as_bytes()) }
+    Message::new(Arc::from(channel), Bytes::copy_from_slice(payload.as_bytes()))
 }
 
 /// Runs every check, each on a fresh pair from `factory`.

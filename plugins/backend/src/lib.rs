@@ -24,14 +24,26 @@ use tokio::sync::mpsc;
 pub mod backoff;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod history;
+
+pub use history::{Page, Position, Retention, Stored};
 
 /// One message as a backend delivers it to the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// The backend channel it was published to.
     pub channel: Arc<str>,
-    /// The opaque bytes given to `publish`.
+    /// The opaque bytes given to `publish` or `publish_kept`.
     pub payload: Bytes,
+    /// Its place in the channel's history, for messages published with `publish_kept`.
+    pub position: Option<Position>,
+}
+
+impl Message {
+    /// A message without history.
+    pub fn new(channel: Arc<str>, payload: Bytes) -> Message {
+        Message { channel, payload, position: None }
+    }
 }
 
 /// The one error type every backend maps its failures into.
@@ -95,6 +107,38 @@ pub trait Backend: Send + Sync + 'static {
     /// The stream of incoming messages. There is one per backend instance: the first call
     /// returns it and later calls return `None`.
     fn take_incoming(&self) -> Option<Incoming>;
+
+    /// Whether this backend keeps history ([`history`]); routes with `history_size` need it.
+    fn has_history(&self) -> bool {
+        false
+    }
+
+    /// Appends `payload` to `channel`'s history and publishes it, as one step; subscribers
+    /// receive it with the returned [`Position`]. See [`history`] for the contract.
+    async fn publish_kept(
+        &self,
+        channel: &str,
+        payload: Bytes,
+        retention: Retention,
+    ) -> Result<Position, BackendError> {
+        let _ = (channel, payload, retention);
+        Err(BackendError::Invalid(format!("the {} backend keeps no history", self.kind())))
+    }
+
+    /// Reads `channel`'s history: with `since`, the first `limit` messages after that offset;
+    /// without, the last `limit` messages; oldest first either way. A channel with no stream
+    /// gets one (a new epoch at offset 0, kept for `retention.ttl`), so the reader learns the
+    /// epoch later publishes will carry.
+    async fn history(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        limit: usize,
+        retention: Retention,
+    ) -> Result<Page, BackendError> {
+        let _ = (channel, since, limit, retention);
+        Err(BackendError::Invalid(format!("the {} backend keeps no history", self.kind())))
+    }
 
     /// Whether the backend can currently publish and subscribe (drives `/readyz`).
     async fn ready(&self) -> Result<(), BackendError>;

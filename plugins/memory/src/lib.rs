@@ -101,7 +101,7 @@ impl Backend for MemoryBackend {
         let channel: Arc<str> = Arc::from(channel);
         let mut reached = 0;
         for tx in &senders {
-            let m = Message { channel: channel.clone(), payload: payload.clone() };
+            let m = Message::new(channel.clone(), payload.clone());
             // A node whose hub has stopped is gone; the others still get the message.
             if tx.send(m).await.is_ok() {
                 reached += 1;

@@ -41,7 +41,7 @@ impl Actor {
         // even if Redis had already queued a message for us.
         let Some((name, _)) = self.desired.get_key_value(name) else { return };
         self.metrics.messages_in.increment(1);
-        match self.incoming.try_send(Message { channel: name.clone(), payload }) {
+        match self.incoming.try_send(Message::new(name.clone(), payload)) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(message)) => {
                 // The hub is behind. Awaiting pushes back on Redis (through TCP); the time
