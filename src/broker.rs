@@ -36,6 +36,8 @@ pub enum StartError {
     Backend { name: String, source: BackendError },
     #[error(transparent)]
     Auth(#[from] AuthSetupError),
+    #[error("routes[{route}] keeps history, but backend {backend} keeps none")]
+    NoHistory { route: usize, backend: String },
 }
 
 /// Why a reload was refused; the running rules stay.
@@ -66,6 +68,14 @@ impl Broker {
         config: Config,
         backends: Vec<Arc<dyn Backend>>,
     ) -> Result<BrokerHandle, StartError> {
+        for r in config.rules.routes().iter().filter(|r| r.history.is_some()) {
+            if !backends.get(r.backend).is_some_and(|b| b.has_history()) {
+                return Err(StartError::NoHistory {
+                    route: r.index,
+                    backend: r.backend_name.to_string(),
+                });
+            }
+        }
         let id: Arc<str> = Arc::from(config.node_id.clone().unwrap_or_else(generated_node_id));
         let auth = Authenticator::from_config(&config.auth)?;
         let api_keys = ApiKeys::from_config(&config.auth)?;

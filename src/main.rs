@@ -124,6 +124,19 @@ fn serve(path: Option<PathBuf>, format: LogFormat) -> ExitCode {
     })
 }
 
+/// A route's history settings, as `check` and `route` print them.
+fn describe_history(r: &switchyard::routing::Route) -> String {
+    match &r.history {
+        None => "none (history_size = 0)".to_string(),
+        Some(h) => format!(
+            "{} messages per channel, kept {} s after the last publish; recovery up to {}",
+            h.retention.size,
+            h.retention.ttl.as_secs(),
+            h.recovery_max
+        ),
+    }
+}
+
 fn check(path: &PathBuf) -> ExitCode {
     let config = match load(Some(path)) {
         Ok(c) => c,
@@ -140,6 +153,14 @@ fn check(path: &PathBuf) -> ExitCode {
     }
     if routes.is_empty() {
         println!("warning: {}: no [[routes]]: every channel gets no_route", path.display());
+    }
+    for r in routes.iter().filter(|r| r.history.is_some()) {
+        println!(
+            "history: routes[{}] (match = {:?}): {}",
+            r.index,
+            r.pattern.source(),
+            describe_history(r)
+        );
     }
     println!("ok: {}: {} routes, {} backends", path.display(), routes.len(), config.backends.len());
     ExitCode::SUCCESS
@@ -195,5 +216,6 @@ fn route(path: Option<PathBuf>, user: Option<&str>, channel: &str) -> ExitCode {
         verdict(resolved.may_publish(user))
     );
     println!("max_message_bytes: {}", r.max_message_bytes);
+    println!("history:           {}", describe_history(r));
     ExitCode::SUCCESS
 }

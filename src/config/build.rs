@@ -429,6 +429,33 @@ impl Builder<'_> {
         self.err(b.span(), key, format!("unknown backend {:?}; defined: {known}", b.get_ref()))
     }
 
+    /// `history_size` (0, the default: none), `history_ttl_s` (300) and `recovery_max`
+    /// (1000); the last two only with a history.
+    fn history(
+        &self,
+        r: &RawRoute,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<Option<HistorySettings>, ConfigError> {
+        let size = r.history_size.as_ref().map_or(0, |s| *s.get_ref());
+        if size == 0 {
+            let stray = [(&r.history_ttl_s, "history_ttl_s"), (&r.recovery_max, "recovery_max")];
+            if let Some((Some(v), k)) = stray.into_iter().find(|(v, _)| v.is_some()) {
+                return self.err(v.span(), &key(k), "needs history_size above 0".into());
+            }
+            return Ok(None);
+        }
+        if size > MAX_HISTORY_SIZE {
+            let span = r.history_size.as_ref().map(|s| s.span()).unwrap_or_default();
+            let message = format!("at most {MAX_HISTORY_SIZE} messages per channel");
+            return self.err(span, &key("history_size"), message);
+        }
+        let ttl_s = self.positive(&r.history_ttl_s, &key("history_ttl_s"), 300)?;
+        let recovery_max = self.positive(&r.recovery_max, &key("recovery_max"), 1000)?;
+        let ttl = std::time::Duration::from_secs(ttl_s as u64);
+        let retention = switchyard_backend::Retention { size: size as usize, ttl };
+        Ok(Some(HistorySettings { retention, recovery_max }))
+    }
+
     fn rules(
         &self,
         backends: &[BackendConfig],
@@ -447,7 +474,7 @@ impl Builder<'_> {
             });
             let pattern = Pattern::parse(r.pattern.get_ref())
                 .or_else(|m| self.err(r.pattern.span(), &key("match"), m))?;
-            let backend = self.route_backend(backends, &r, span, &key("backend"))?;
+            let backend = self.route_backend(backends, &r, span.clone(), &key("backend"))?;
             let template = r
                 .channel
                 .as_ref()
@@ -465,6 +492,15 @@ impl Builder<'_> {
             let publish = permission(&r.publish, "publish")?;
             let max_message_bytes =
                 self.positive(&r.max_message_bytes, &key("max_message_bytes"), 65_536)?;
+            let history = self.history(&r, &key)?;
+            if history.is_some() && !backends[backend].kind.has_history() {
+                let message = format!(
+                    "backend {} ({}) keeps no history; remove history_size or use another backend",
+                    backends[backend].name,
+                    backends[backend].kind.name()
+                );
+                return self.err(span, &key("history_size"), message);
+            }
             compiled.push(Route {
                 index,
                 pattern,
@@ -474,6 +510,7 @@ impl Builder<'_> {
                 subscribe,
                 publish,
                 max_message_bytes,
+                history,
             });
         }
         let rules = Rules::new(compiled);

@@ -16,7 +16,7 @@ use std::time::Duration;
 pub use error::{ConfigError, Located};
 use raw::{RawConfig, RawRoute};
 
-use crate::routing::{Collision, Pattern, Permission, Route, Rules, Template};
+use crate::routing::{Collision, HistorySettings, Pattern, Permission, Route, Rules, Template};
 
 /// The built-in default configuration's text.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
@@ -152,6 +152,16 @@ impl BackendKind {
             BackendKind::RedisCluster { .. } => "redis-cluster",
         }
     }
+
+    /// Whether backends of this kind keep history (routes with `history_size` need it). Every
+    /// kind does; a new kind that does not makes `check` refuse such routes by name.
+    pub fn has_history(&self) -> bool {
+        match self {
+            BackendKind::Memory | BackendKind::Redis { .. } | BackendKind::RedisCluster { .. } => {
+                true
+            }
+        }
+    }
 }
 
 impl Config {
@@ -203,6 +213,10 @@ fn key_at(text: &str, offset: usize) -> String {
         _ => "(syntax)".to_string(),
     }
 }
+
+/// The largest `history_size`: a recovery or `history` read of that many messages is still one
+/// bounded request.
+pub const MAX_HISTORY_SIZE: u64 = 100_000;
 
 /// The smallest `server.max_header_bytes`: hyper's minimum read buffer.
 pub const MIN_HEADER_BYTES: usize = 8192;
@@ -370,6 +384,23 @@ mod tests {
         assert!(located(&plain).message.contains("rediss://"));
         let memory = format!("[backends.m]\nkind = \"memory\"\ntls_ca_file = \"{ca}\"\n");
         assert_eq!(located(&memory).key, "backends.m.tls_ca_file");
+    }
+
+    #[test]
+    fn history_keys_have_defaults_bounds_and_located_errors() {
+        let route = "[backends.m]\nkind = \"memory\"\n[[routes]]\nmatch = \"c.{id}\"\n";
+        let c = Config::parse("t.toml", &format!("{route}history_size = 50\n")).expect("valid");
+        let h = c.rules.routes()[0].history.expect("history on");
+        assert_eq!((h.retention.size, h.retention.ttl.as_secs(), h.recovery_max), (50, 300, 1000));
+        let c = Config::parse("t.toml", route).expect("valid");
+        assert_eq!(c.rules.routes()[0].history, None, "off by default");
+        let l = located(&format!("{route}history_ttl_s = 5\n"));
+        assert_eq!((l.line, l.key.as_str()), (5, "routes[0].history_ttl_s"));
+        assert!(l.message.contains("history_size"), "{}", l.message);
+        let l = located(&format!("{route}history_size = 100001\n"));
+        assert_eq!(l.key, "routes[0].history_size");
+        let l = located(&format!("{route}history_size = 5\nrecovery_max = 0\n"));
+        assert_eq!(l.key, "routes[0].recovery_max");
     }
 
     #[test]

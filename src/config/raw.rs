@@ -93,4 +93,7 @@ pub(super) struct RawRoute {
     pub subscribe: Option<Spanned<String>>,
     pub publish: Option<Spanned<String>>,
     pub max_message_bytes: Option<Spanned<u64>>,
+    pub history_size: Option<Spanned<u64>>,
+    pub history_ttl_s: Option<Spanned<u64>>,
+    pub recovery_max: Option<Spanned<u64>>,
 }

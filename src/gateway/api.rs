@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 use super::{error, json, Body};
 use crate::node::ops::{self, Caller, OpError};
 use crate::node::Node;
-use crate::protocol::ErrorCode;
+use crate::protocol::{position, ErrorCode};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,7 +154,35 @@ pub(super) async fn publish(node: &Node, req: Request<Incoming>) -> Response<Bod
         Err(e) => return bad_json(e),
     };
     match ops::publish(node, Caller::Api, &parsed.channel, parsed.data).await {
-        Ok(()) => json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#)),
+        Ok(None) => json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#)),
+        Ok(Some(position)) => json(StatusCode::OK, position::api_ok_at(&position)),
+        Err(e) => op_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryBody<'a> {
+    #[serde(borrow)]
+    channel: std::borrow::Cow<'a, str>,
+    limit: usize,
+    #[serde(default)]
+    since: Option<u64>,
+}
+
+/// `POST /api/history {"channel":C,"limit":L[,"since":N]}`: the same object a WebSocket
+/// client's `history` gets.
+pub(super) async fn history(node: &Node, req: Request<Incoming>) -> Response<Body> {
+    let body = match authorized_body(node, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let parsed: HistoryBody<'_> = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return bad_json(e),
+    };
+    match ops::history(node, Caller::Api, &parsed.channel, parsed.limit, parsed.since).await {
+        Ok((name, page)) => json(StatusCode::OK, position::history(None, name.as_str(), &page)),
         Err(e) => op_error(e),
     }
 }

@@ -109,9 +109,12 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<Response<Body
         (&Method::GET, "/metrics") => metrics_text(),
         (&Method::POST, "/api/publish") => api::publish(&node, req).await,
         (&Method::POST, "/api/send") => api::send(&node, req).await,
-        (_, "/ws" | "/healthz" | "/readyz" | "/metrics" | "/api/publish" | "/api/send") => {
-            error(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest, "method not allowed")
-        }
+        (&Method::POST, "/api/history") => api::history(&node, req).await,
+        (
+            _,
+            "/ws" | "/healthz" | "/readyz" | "/metrics" | "/api/publish" | "/api/send"
+            | "/api/history",
+        ) => error(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such endpoint"),
     };
     Ok(response)

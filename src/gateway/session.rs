@@ -86,7 +86,7 @@ pub(super) async fn run(node: Arc<Node>, stream: TcpStream, read_buf: BytesMut, 
         close_by: None,
         alive: Keepalive::new(server.ping_interval),
     };
-    session.client.start(params.channels).await;
+    session.client.start(params.channels, params.since).await;
     // Frames the client sent together with the upgrade request arrive in hyper's buffer.
     if !session.read_buf.is_empty() {
         session.on_bytes().await;

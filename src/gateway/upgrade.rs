@@ -22,6 +22,8 @@ pub(super) struct Params {
     pub(super) identity: Identity,
     pub(super) batch: bool,
     pub(super) channels: Vec<String>,
+    /// `?since=channel:offset:epoch,…`: positions to recover from.
+    pub(super) since: Vec<String>,
 }
 
 /// The query string's parts (`token` may also come in an `Authorization` header).
@@ -30,6 +32,7 @@ struct Query {
     token: Option<String>,
     batch: bool,
     channels: Vec<String>,
+    since: Vec<String>,
 }
 
 impl Query {
@@ -41,6 +44,9 @@ impl Query {
                 "batch" => q.batch = v == "1" || v == "true",
                 "channel" => {
                     q.channels.extend(v.split(',').filter(|c| !c.is_empty()).map(str::to_string))
+                }
+                "since" => {
+                    q.since.extend(v.split(',').filter(|c| !c.is_empty()).map(str::to_string))
                 }
                 _ => {}
             }
@@ -65,7 +71,8 @@ pub(super) fn upgrade(node: Arc<Node>, mut req: Request<Incoming>) -> Response<B
         return refusal;
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let params = Params { identity, batch: query.batch, channels: query.channels };
+    let params =
+        Params { identity, batch: query.batch, channels: query.channels, since: query.since };
     node.spawn(hand_over(node.clone(), on_upgrade, params));
     switching_protocols(&key)
 }

@@ -10,6 +10,7 @@
 //! under supervision.
 
 mod dispatch;
+mod history;
 mod inbox;
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use inbox::InboxMessage;
 
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Push};
-use crate::protocol::wire;
+use crate::protocol::{position, wire};
 
 /// A backend channel on one of the node's backends.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -179,7 +180,11 @@ impl Hub {
             self.metrics.dropped_no_subscriber.increment(1);
             return;
         };
-        let frame = wire::text_frame(&message.payload);
+        // A history message gets its position here, once per node, however many subscribers.
+        let frame = match &message.position {
+            None => wire::text_frame(&message.payload),
+            Some(p) => wire::text_frame(&position::with_position(&message.payload, p)),
+        };
         let subscribers = topic.subscribers();
         let mut queued = 0;
         for outbox in subscribers.values() {

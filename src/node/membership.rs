@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use switchyard_backend::BackendError;
 
 use super::Node;
@@ -59,6 +60,28 @@ impl Membership {
         self.node.hub.subscribe(topic, self.key, &self.outbox).await?;
         self.topics.insert(topic.clone(), 1);
         Ok(())
+    }
+
+    /// Takes the first reference on a topic with live messages held back in a buffer until
+    /// [`Membership::promote`]; None when the topic is held already (its messages flow).
+    pub(crate) async fn hold_buffered(
+        &mut self,
+        topic: &TopicKey,
+    ) -> Result<Option<Arc<Outbox>>, BackendError> {
+        if let Some(n) = self.topics.get_mut(topic) {
+            *n += 1;
+            return Ok(None);
+        }
+        let max_bytes = self.node.server().outbound_queue_bytes;
+        let buffer = self.node.hub.subscribe_buffered(topic, self.key, max_bytes).await?;
+        self.topics.insert(topic.clone(), 1);
+        Ok(Some(buffer))
+    }
+
+    /// Ends the hold-back: the outbox gets what `seam` makes of the buffered frames (see
+    /// `Hub::promote`), then every live message.
+    pub(crate) fn promote(&self, topic: &TopicKey, seam: impl FnOnce(Vec<Bytes>) -> Vec<Bytes>) {
+        self.node.hub.promote(topic, self.key, &self.outbox, seam);
     }
 
     /// Drops one reference on a topic, unsubscribing through the hub on the last.

@@ -1,17 +1,17 @@
 //! Publish and send, shared by WebSocket sessions and the HTTP API.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::value::RawValue;
-
-use switchyard_backend::BackendError;
+use switchyard_backend::{BackendError, Page, Position};
 
 use super::{Live, Node};
 use crate::channel::ChannelName;
 use crate::config::SendPermission;
-use crate::hub::ConnKey;
+use crate::hub::{ConnKey, TopicKey};
 use crate::protocol::{encode, ErrorCode};
-use crate::routing::{Resolved, Rules};
+use crate::routing::{HistorySettings, Resolved, Rules};
 
 /// A refused operation, as the client will read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,13 +87,14 @@ fn valid_data(data: &RawValue, live: &Live) -> Result<(), OpError> {
         .map_err(|m| OpError::new(ErrorCode::BadRequest, m))
 }
 
-/// Publishes `data` on `channel`; resolves once the backend has taken the message.
+/// Publishes `data` on `channel`; resolves once the backend has taken the message, with its
+/// position when the channel keeps history.
 pub(crate) async fn publish(
     node: &Node,
     caller: Caller<'_>,
     channel: &str,
     data: &RawValue,
-) -> Result<(), OpError> {
+) -> Result<Option<Position>, OpError> {
     let name = parse_channel(channel)?;
     let live = node.live_full();
     let resolved = route(&live.rules, &name)?;
@@ -118,16 +119,77 @@ pub(crate) async fn publish(
     let backend_channel = resolved.backend_channel(&name);
     let frame = encode::message(name.as_str(), data.get(), caller.user());
     let started = Instant::now();
-    let result = node.hub.publish(backend, &backend_channel, frame).await;
+    let result = match resolved.route.history {
+        None => node.hub.publish(backend, &backend_channel, frame).await.map(|_| None),
+        Some(h) => {
+            node.hub.publish_kept(backend, &backend_channel, frame, h.retention).await.map(Some)
+        }
+    };
     if let Some(h) = node.publish_latency(backend) {
         h.record(started.elapsed().as_secs_f64());
     }
-    result.map_err(unavailable)?;
+    let position = result.map_err(unavailable)?;
     // Counted once the backend took it: refused and unavailable publishes are not traffic.
     if let Some(c) = live.published.get(resolved.route.index) {
         c.increment(1);
     }
-    Ok(())
+    Ok(position)
+}
+
+/// A route's history settings, or `bad_request` naming the channel when it keeps none.
+pub(crate) fn history_of(
+    resolved: &Resolved<'_, '_>,
+    name: &ChannelName,
+) -> Result<HistorySettings, OpError> {
+    resolved.route.history.ok_or_else(|| {
+        let message = format!("{name} keeps no history (its route has no history_size)");
+        OpError::new(ErrorCode::BadRequest, message)
+    })
+}
+
+/// Reads a channel's history from its backend.
+pub(crate) async fn read_history(
+    node: &Node,
+    topic: &TopicKey,
+    since: Option<u64>,
+    limit: usize,
+    settings: HistorySettings,
+) -> Result<Page, OpError> {
+    node.hub
+        .history(topic.backend, &topic.channel, since, limit, settings.retention)
+        .await
+        .map_err(unavailable)
+}
+
+/// Answers `history` for `channel` (WebSocket clients: if they may subscribe to it; the HTTP
+/// API: always): at most `limit` kept messages, the first after `since` or the latest.
+pub(crate) async fn history(
+    node: &Node,
+    caller: Caller<'_>,
+    channel: &str,
+    limit: usize,
+    since: Option<u64>,
+) -> Result<(ChannelName, Page), OpError> {
+    let name = parse_channel(channel)?;
+    let live = node.live_full();
+    let resolved = route(&live.rules, &name)?;
+    if let Caller::Client { user } = caller {
+        if !resolved.may_subscribe(user) {
+            return Err(forbidden("reading the history of", &name, user));
+        }
+    }
+    let settings = history_of(&resolved, &name)?;
+    if limit > settings.retention.size {
+        let message =
+            format!("limit {limit} is over the {} messages {name} keeps", settings.retention.size);
+        return Err(OpError::new(ErrorCode::BadRequest, message));
+    }
+    let topic = TopicKey {
+        backend: resolved.route.backend,
+        channel: Arc::from(resolved.backend_channel(&name)),
+    };
+    let page = read_history(node, &topic, since, limit, settings).await?;
+    Ok((name, page))
 }
 
 /// Hex digits of the random part of a connection id.

@@ -247,6 +247,18 @@ impl Outbox {
         self.state().queue.bytes
     }
 
+    /// Takes every queued frame out as it was pushed, for a socketless buffer whose frames
+    /// move to another outbox (recovery).
+    pub(crate) fn drain_frames(&self) -> Vec<Bytes> {
+        let mut state = self.state();
+        let mut frames = Vec::with_capacity(state.queue.len());
+        while let Some(item) = state.queue.pop_front() {
+            frames.push(item.bytes().clone());
+        }
+        state.queue.trim();
+        frames
+    }
+
     /// Encodes everything queued into `out` and empties the queue, for outboxes without a
     /// socket (tests and benches). Returns the close request once one was made.
     pub(crate) fn take(&self, out: &mut Vec<u8>) -> Option<Close> {

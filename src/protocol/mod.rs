@@ -5,6 +5,7 @@
 //! parsed into a tree and re-serialized: the bytes the publisher sent are spliced into the
 //! `message` frame that subscribers receive.
 
+pub mod position;
 pub mod wire;
 
 use std::borrow::Cow;
@@ -12,6 +13,8 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+pub use position::Since;
 
 /// Error codes of `{"op":"error"}` frames and of HTTP API error bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,10 +49,28 @@ impl ErrorCode {
 /// A client frame's operation.
 #[derive(Debug)]
 pub enum ClientOp<'a> {
-    Subscribe { channel: Cow<'a, str> },
-    Unsubscribe { channel: Cow<'a, str> },
-    Publish { channel: Cow<'a, str>, data: &'a RawValue },
-    Send { to: Cow<'a, str>, data: &'a RawValue },
+    /// `since`: recover what was missed after this position (history channels).
+    Subscribe {
+        channel: Cow<'a, str>,
+        since: Option<Since<'a>>,
+    },
+    Unsubscribe {
+        channel: Cow<'a, str>,
+    },
+    Publish {
+        channel: Cow<'a, str>,
+        data: &'a RawValue,
+    },
+    Send {
+        to: Cow<'a, str>,
+        data: &'a RawValue,
+    },
+    /// At most `limit` kept messages: the first after `since`, or the latest.
+    History {
+        channel: Cow<'a, str>,
+        limit: usize,
+        since: Option<u64>,
+    },
     Ping,
 }
 
@@ -85,6 +106,10 @@ struct Wire<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     payload: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    limit: Option<&'a RawValue>,
 }
 
 fn bad<'a>(id: Option<&'a RawValue>, message: impl Into<String>) -> DecodeError<'a> {
@@ -103,6 +128,19 @@ fn string_field<'a>(
     serde_json::from_str::<S<'a>>(raw.get())
         .map(|s| s.0)
         .map_err(|_| bad(id, format!("field `{name}` must be a string")))
+}
+
+/// An optional non-negative integer field.
+fn count_field<'a>(
+    id: Option<&'a RawValue>,
+    name: &str,
+    raw: Option<&'a RawValue>,
+) -> Result<Option<u64>, DecodeError<'a>> {
+    raw.map(|r| {
+        serde_json::from_str::<u64>(r.get())
+            .map_err(|_| bad(id, format!("field `{name}` must be a non-negative integer")))
+    })
+    .transpose()
 }
 
 /// Decodes one client frame.
@@ -142,7 +180,16 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError<'_>> {
     };
     let op = string_field(id, "op", Some(op_raw))?;
     let op = match &*op {
-        "subscribe" => ClientOp::Subscribe { channel: string_field(id, "channel", wire.channel)? },
+        "subscribe" => ClientOp::Subscribe {
+            channel: string_field(id, "channel", wire.channel)?,
+            since: wire.since.map(position::parse_since).transpose().map_err(|m| bad(id, m))?,
+        },
+        "history" => ClientOp::History {
+            channel: string_field(id, "channel", wire.channel)?,
+            limit: count_field(id, "limit", wire.limit)?
+                .ok_or_else(|| bad(id, "missing field `limit`"))? as usize,
+            since: count_field(id, "since", wire.since)?,
+        },
         "unsubscribe" => {
             ClientOp::Unsubscribe { channel: string_field(id, "channel", wire.channel)? }
         }
@@ -159,7 +206,7 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError<'_>> {
             return Err(bad(
                 id,
                 format!(
-                    "unknown op {other:?}; expected subscribe, unsubscribe, publish, send or ping"
+                    "unknown op {other:?}; expected subscribe, unsubscribe, publish, send, history or ping"
                 ),
             ))
         }
@@ -284,9 +331,33 @@ mod tests {
     }
 
     #[test]
+    fn decodes_history_ops_and_positions() {
+        let f = decode(r#"{"op":"subscribe","channel":"c","since":{"offset":3,"epoch":"e"}}"#)
+            .expect("frame");
+        let expected = Some(Since { offset: 3, epoch: "e".into() });
+        assert!(matches!(f.op, ClientOp::Subscribe { ref since, .. } if *since == expected));
+        let f = decode(r#"{"op":"history","channel":"c","limit":5,"since":2}"#).expect("frame");
+        assert!(matches!(f.op, ClientOp::History { limit: 5, since: Some(2), .. }));
+        for bad in [
+            r#"{"op":"history","channel":"c"}"#,
+            r#"{"op":"history","channel":"c","limit":-1}"#,
+            r#"{"op":"history","channel":"c","limit":1,"since":"x"}"#,
+            r#"{"op":"subscribe","channel":"c","since":5}"#,
+        ] {
+            assert_eq!(
+                decode(bad).map(|_| ()).map_err(|e| e.code),
+                Err(ErrorCode::BadRequest),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn decodes_every_op() {
         let f = decode(r#"{"op":"subscribe","channel":"room.42","id":1}"#).expect("frame");
-        assert!(matches!(f.op, ClientOp::Subscribe { ref channel } if channel == "room.42"));
+        assert!(
+            matches!(f.op, ClientOp::Subscribe { ref channel, since: None } if channel == "room.42")
+        );
         assert_eq!(f.id.map(|i| i.get()), Some("1"));
         let f = decode(r#"{"op":"publish","channel":"r","data":{"text":"hi"},"id":"x"}"#)
             .expect("frame");
@@ -379,7 +450,9 @@ mod tests {
     #[test]
     fn escaped_strings_decode() {
         let f = decode(r#"{"op":"subscribe","channel":"a\u002eb"}"#).expect("frame");
-        assert!(matches!(f.op, ClientOp::Subscribe { ref channel } if channel == "a.b"));
+        assert!(
+            matches!(f.op, ClientOp::Subscribe { ref channel, since: None } if channel == "a.b")
+        );
     }
 
     #[test]

@@ -54,6 +54,16 @@ pub struct Route {
     pub publish: Permission,
     /// Largest `data` a publish may carry on this route, in bytes of JSON.
     pub max_message_bytes: usize,
+    /// What the route's channels keep; `None`: no history (`history_size = 0`).
+    pub history: Option<HistorySettings>,
+}
+
+/// A route's history: how much each channel keeps, and how much a client may recover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistorySettings {
+    pub retention: switchyard_backend::Retention,
+    /// Most messages a resubscribing client is given back; past it, `recovered: false`.
+    pub recovery_max: usize,
 }
 
 /// Compiled routing rules.
@@ -169,6 +179,7 @@ mod tests {
             subscribe: Permission::Anyone,
             publish: Permission::Anyone,
             max_message_bytes: 1024,
+            history: None,
         }
     }
 

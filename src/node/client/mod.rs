@@ -19,10 +19,20 @@ use crate::auth::Identity;
 use crate::channel::ChannelName;
 use crate::hub::TopicKey;
 use crate::outbox::Outbox;
-use crate::protocol::{self, encode, wire, ClientOp, ErrorCode};
+use crate::protocol::{self, encode, position, wire, ClientOp, ErrorCode, Since};
+
+mod history;
 
 /// Failed `?channel=` entries answered one by one; the rest are summed up in one error.
 const QUERY_ERRORS_SHOWN: usize = 16;
+
+/// What an operation left for `on_text` to answer.
+enum Done {
+    /// A plain `ok` (when the frame had an id).
+    Answer,
+    /// The operation answered itself (a position, a history page, a recovery).
+    Answered,
+}
 
 pub(crate) struct Client {
     member: Membership,
@@ -83,13 +93,16 @@ impl Client {
     }
 
     /// Sends the welcome and subscribes the `?channel=` list, answering failures (each draws
-    /// a subscribe token).
-    pub(crate) async fn start(&mut self, channels: Vec<String>) {
+    /// a subscribe token). `since` holds `?since=` entries (`channel:offset:epoch`).
+    pub(crate) async fn start(&mut self, channels: Vec<String>, since: Vec<String>) {
         self.reply(encode::welcome(&self.id, self.node().id()));
+        let positions: HashMap<&str, Since<'_>> =
+            since.iter().filter_map(|e| position::parse_since_entry(e)).collect();
         let mut failed = 0;
         for channel in &channels {
+            let since = positions.get(channel.as_str());
             let subscribed = match self.take_subscribe_token() {
-                Ok(()) => self.subscribe(channel).await,
+                Ok(()) => self.subscribe(channel, since, None).await.map(|_| ()),
                 Err(e) => Err(e),
             };
             if let Err(e) = subscribed {
@@ -119,31 +132,43 @@ impl Client {
                 self.reply(encode::pong(id));
                 return;
             }
-            ClientOp::Subscribe { channel } => self.paced_subscribe(&channel, true).await,
-            ClientOp::Unsubscribe { channel } => self.paced_subscribe(&channel, false).await,
-            ClientOp::Publish { channel, data } => self.publish(&channel, data).await,
-            ClientOp::Send { to, data } => self.send(&to, data).await,
+            ClientOp::Subscribe { channel, since } => match self.take_subscribe_token() {
+                Ok(()) => self.subscribe(&channel, since.as_ref(), id).await,
+                Err(e) => Err(e),
+            },
+            ClientOp::Unsubscribe { channel } => match self.take_subscribe_token() {
+                Ok(()) => self.unsubscribe(&channel).await.map(|()| Done::Answer),
+                Err(e) => Err(e),
+            },
+            ClientOp::Publish { channel, data } => self.publish(&channel, data, id).await,
+            ClientOp::Send { to, data } => self.send(&to, data).await.map(|()| Done::Answer),
+            ClientOp::History { channel, limit, since } => {
+                self.history(&channel, limit, since, id).await
+            }
         };
         match result {
-            Ok(()) if id.is_some() => self.reply(encode::ok(id)),
-            Ok(()) => {}
+            Ok(Done::Answer) if id.is_some() => self.reply(encode::ok(id)),
+            Ok(_) => {}
             Err(e) => self.reply_error(id, e.code, &e.message),
         }
     }
 
-    async fn paced_subscribe(&mut self, channel: &str, subscribe: bool) -> Result<(), OpError> {
-        self.take_subscribe_token()?;
-        if subscribe {
-            self.subscribe(channel).await
-        } else {
-            self.unsubscribe(channel).await
-        }
-    }
-
-    async fn publish(&mut self, channel: &str, data: &RawValue) -> Result<(), OpError> {
+    async fn publish(
+        &mut self,
+        channel: &str,
+        data: &RawValue,
+        id: Option<&RawValue>,
+    ) -> Result<Done, OpError> {
         self.take_publish_token()?;
         let caller = Caller::Client { user: self.user.as_deref() };
-        ops::publish(self.node(), caller, channel, data).await
+        match ops::publish(self.node(), caller, channel, data).await? {
+            None => Ok(Done::Answer),
+            Some(_) if id.is_none() => Ok(Done::Answered),
+            Some(position) => {
+                self.reply(position::ok_at(id, &position, None));
+                Ok(Done::Answered)
+            }
+        }
     }
 
     async fn send(&mut self, to: &str, data: &RawValue) -> Result<(), OpError> {
@@ -172,10 +197,17 @@ impl Client {
         Err(OpError::new(ErrorCode::RateLimited, message))
     }
 
-    async fn subscribe(&mut self, channel: &str) -> Result<(), OpError> {
+    /// Subscribes `channel`; on a history channel, answers with its position itself (and
+    /// recovers from `since` when given).
+    async fn subscribe(
+        &mut self,
+        channel: &str,
+        since: Option<&Since<'_>>,
+        id: Option<&RawValue>,
+    ) -> Result<Done, OpError> {
         let name = ops::parse_channel(channel)?;
         if self.subscriptions.map.contains_key(&name) {
-            return Ok(());
+            return Ok(Done::Answer);
         }
         let live = self.node().live_full();
         let resolved = ops::route(&live.rules, &name)?;
@@ -192,9 +224,15 @@ impl Client {
             backend: resolved.route.backend,
             channel: Arc::from(resolved.backend_channel(&name)),
         };
+        if let Some(settings) = resolved.route.history {
+            return self.subscribe_kept(name, topic, settings, since, id).await;
+        }
+        if since.is_some() {
+            ops::history_of(&resolved, &name)?;
+        }
         self.member.hold(&topic).await.map_err(ops::unavailable)?;
         self.subscriptions.insert(name, topic);
-        Ok(())
+        Ok(Done::Answer)
     }
 
     async fn unsubscribe(&mut self, channel: &str) -> Result<(), OpError> {
