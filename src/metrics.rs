@@ -26,6 +26,9 @@ pub(crate) const BACKEND_PUBLISH_SECONDS: &str = "switchyard_backend_publish_sec
 pub(crate) const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
 pub(crate) const HTTP_CONNECTIONS: &str = "switchyard_http_connections";
 pub(crate) const ACCEPT_ERRORS: &str = "switchyard_accept_errors_total";
+pub(crate) const HISTORY_READS: &str = "switchyard_history_reads_total";
+pub(crate) const MESSAGES_HEALED: &str = "switchyard_messages_healed_total";
+pub(crate) const GAPS_UNHEALED: &str = "switchyard_history_gaps_unhealed_total";
 pub(crate) const DISPATCH_RESTARTS: &str = "switchyard_dispatch_restarts_total";
 pub(crate) const HTTP_ABORTED: &str = "switchyard_http_aborted_total";
 
@@ -90,6 +93,18 @@ fn describe() {
     );
     describe_counter!(MESSAGES_RECEIVED, "Messages received from backends, by backend");
     describe_counter!(
+        HISTORY_READS,
+        "History reads from backends, by purpose (recovery, history, healing)"
+    );
+    describe_counter!(
+        MESSAGES_HEALED,
+        "Messages a node read from history to fill a gap in its live stream"
+    );
+    describe_counter!(
+        GAPS_UNHEALED,
+        "Gaps history no longer held; the channel's connections were closed with 4004 to recover"
+    );
+    describe_counter!(
         DISPATCH_RESTARTS,
         "Dispatch tasks (backend to local subscribers) restarted after a panic, by backend"
     );
@@ -130,6 +145,9 @@ pub(crate) struct Metrics {
     pub dropped_no_subscriber: Counter,
     pub dropped_closed: Counter,
     pub dropped_malformed: Counter,
+    pub history_reads: Counter,
+    pub healed: Counter,
+    pub gaps_unhealed: Counter,
     pub slow_consumers: Counter,
     pub reload_ok: Counter,
     pub reload_failed: Counter,
@@ -153,6 +171,9 @@ impl Metrics {
             dropped_no_subscriber: counter!(MESSAGES_DROPPED, "reason" => "no_subscriber"),
             dropped_closed: counter!(MESSAGES_DROPPED, "reason" => "connection_closing"),
             dropped_malformed: counter!(MESSAGES_DROPPED, "reason" => "malformed_inbox"),
+            history_reads: counter!(HISTORY_READS, "purpose" => "healing"),
+            healed: counter!(MESSAGES_HEALED),
+            gaps_unhealed: counter!(GAPS_UNHEALED),
             slow_consumers: counter!(SLOW_CONSUMER_DISCONNECTS),
             reload_ok: counter!(CONFIG_RELOADS, "result" => "ok"),
             reload_failed: counter!(CONFIG_RELOADS, "result" => "failed"),

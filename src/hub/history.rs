@@ -52,6 +52,13 @@ impl Hub {
         b.backend.history(channel, since, limit, retention).await
     }
 
+    /// Records a history topic's position and retention for gap healing.
+    pub(crate) fn learn(&self, key: &TopicKey, at: Position, retention: Retention) {
+        if let Some(topic) = self.topic(key) {
+            topic.cursor().learn(at, retention);
+        }
+    }
+
     /// Subscribes `conn` to a topic with a fresh buffer in place of its outbox; the buffer.
     pub(crate) async fn subscribe_buffered(
         &self,

@@ -10,6 +10,7 @@
 //! under supervision.
 
 mod dispatch;
+mod healing;
 mod history;
 mod inbox;
 
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use switchyard_backend::{Backend, BackendError, Incoming, Message};
+use switchyard_backend::{Backend, BackendError, Incoming, Message, Position};
 use tokio_util::sync::CancellationToken;
 
 use dispatch::{kick_all, supervise, Running, Supervised, DISPATCH_BATCH};
@@ -39,12 +40,18 @@ pub(crate) type ConnKey = u64;
 
 struct Topic {
     subscribers: Mutex<HashMap<ConnKey, Arc<Outbox>>>,
+    /// History topics: where delivery stands (see `healing`). Locked before `subscribers`.
+    cursor: Mutex<healing::Cursor>,
     /// Whether the backend subscription is in place. Held across the backend call so that
     /// subscribe and unsubscribe of one topic never interleave.
     backend_subscribed: tokio::sync::Mutex<bool>,
 }
 
 impl Topic {
+    fn cursor(&self) -> std::sync::MutexGuard<'_, healing::Cursor> {
+        self.cursor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<ConnKey, Arc<Outbox>>> {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -63,6 +70,9 @@ pub(crate) struct Hub {
     topics: RwLock<HashMap<TopicKey, Arc<Topic>>>,
     connections: RwLock<HashMap<ConnKey, Arc<Outbox>>>,
     metrics: Metrics,
+    /// Topics with a gap to heal; the healer task started by `start` takes them.
+    heal_requests: tokio::sync::mpsc::UnboundedSender<TopicKey>,
+    heal_queue: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<TopicKey>>>,
     /// Whether each backend's dispatch task runs, by backend index.
     running: Vec<Arc<Running>>,
     /// Ends the dispatch tasks; cancelled after sessions have drained.
@@ -89,8 +99,12 @@ impl Hub {
     ) -> Hub {
         let inbox = inbox.map(|i| (i, Arc::from(inbox_channel(&node))));
         let running = backends.iter().map(|_| Arc::new(Running::default())).collect();
+        // Unbounded but small: a topic is queued once per gap, while it is not already healing.
+        let (heal_requests, heal_queue) = tokio::sync::mpsc::unbounded_channel();
         Hub {
             running,
+            heal_requests,
+            heal_queue: Mutex::new(Some(heal_queue)),
             node,
             backends,
             inbox,
@@ -109,6 +123,20 @@ impl Hub {
     /// Subscribes to this node's inbox and starts one dispatch task per backend. The tasks run
     /// until [`Hub::shutdown`], after the sessions (tracked elsewhere) have drained.
     pub(crate) async fn start(self: &Arc<Self>) -> Result<(), BackendError> {
+        let queue = self.heal_queue.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut queue) = queue {
+            let (hub, stop) = (self.clone(), self.stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    let key = tokio::select! {
+                        key = queue.recv() => key,
+                        _ = stop.cancelled() => None,
+                    };
+                    let Some(key) = key else { return };
+                    tokio::spawn(hub.clone().heal(key));
+                }
+            });
+        }
         for (index, b) in self.backends.iter().enumerate() {
             let incoming = b.backend.take_incoming().ok_or_else(|| {
                 BackendError::Invalid(format!("backend {} handed out its stream already", b.name))
@@ -174,16 +202,46 @@ impl Hub {
                 return;
             }
         }
-        let key = TopicKey { backend, channel: message.channel };
-        let topic = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let Message { channel, payload, position } = message;
+        let key = TopicKey { backend, channel };
+        let topic = self.topic(&key);
         let Some(topic) = topic else {
             self.metrics.dropped_no_subscriber.increment(1);
             return;
         };
-        // A history message gets its position here, once per node, however many subscribers.
-        let frame = match &message.position {
-            None => wire::text_frame(&message.payload),
-            Some(p) => wire::text_frame(&position::with_position(&message.payload, p)),
+        let Some(p) = position else {
+            self.fan_out(&topic, &payload, None, touched);
+            return;
+        };
+        let mut cursor = topic.cursor();
+        match cursor.admit(&p) {
+            healing::Admit::Deliver => self.fan_out(&topic, &payload, Some(&p), touched),
+            healing::Admit::Duplicate => {}
+            admit => {
+                cursor.hold(Message { channel: key.channel.clone(), payload, position: Some(p) });
+                if admit == healing::Admit::Heal {
+                    let _ = self.heal_requests.send(key);
+                }
+            }
+        }
+    }
+
+    fn topic(&self, key: &TopicKey) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+    }
+
+    /// Frames a message once (a history message gets its position here, once per node) and
+    /// queues the same bytes to every subscriber of `topic`.
+    fn fan_out(
+        &self,
+        topic: &Topic,
+        payload: &[u8],
+        position: Option<&Position>,
+        touched: &mut Vec<Arc<Outbox>>,
+    ) {
+        let frame = match position {
+            None => wire::text_frame(payload),
+            Some(p) => wire::text_frame(&position::with_position(payload, p)),
         };
         let subscribers = topic.subscribers();
         let mut queued = 0;
@@ -312,6 +370,7 @@ impl Hub {
                 .or_insert_with(|| {
                     Arc::new(Topic {
                         subscribers: Mutex::new(HashMap::new()),
+                        cursor: Mutex::default(),
                         backend_subscribed: tokio::sync::Mutex::new(false),
                     })
                 })

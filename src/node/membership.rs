@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchyard_backend::BackendError;
+use switchyard_backend::{BackendError, Position, Retention};
 
 use super::Node;
 use crate::hub::{ConnKey, TopicKey};
@@ -82,6 +82,11 @@ impl Membership {
     /// `Hub::promote`), then every live message.
     pub(crate) fn promote(&self, topic: &TopicKey, seam: impl FnOnce(Vec<Bytes>) -> Vec<Bytes>) {
         self.node.hub.promote(topic, self.key, &self.outbox, seam);
+    }
+
+    /// Tells the hub a history topic's position and retention (for gap healing).
+    pub(crate) fn learn(&self, topic: &TopicKey, at: Position, retention: Retention) {
+        self.node.hub.learn(topic, at, retention);
     }
 
     /// Drops one reference on a topic, unsubscribing through the hub on the last.

@@ -65,9 +65,15 @@ impl Client {
         };
         let recovered = since.map(|s| recoverable(s, &page, settings));
         let answer = id.is_some() || since.is_some();
+        let mut at = Position { offset: page.top, epoch: page.epoch.clone() };
         self.member.promote(&topic, |buffered| {
-            seam(id, &page, since.filter(|_| recovered == Some(true)), recovered, answer, buffered)
+            let replay = since.filter(|_| recovered == Some(true));
+            let (frames, took_effect) = seam(id, &page, replay, recovered, answer, buffered);
+            at = took_effect;
+            frames
         });
+        // Tells the hub's gap healing where this channel stands and how to read it.
+        self.member.learn(&topic, at, settings.retention);
         self.subscriptions.insert(name, topic);
         Ok(Done::Answered)
     }
@@ -97,16 +103,16 @@ fn seam(
     recovered: Option<bool>,
     answer: bool,
     buffered: Vec<Bytes>,
-) -> Vec<Bytes> {
+) -> (Vec<Bytes>, Position) {
     // Held-back messages were published after the subscription took effect; the first of them
     // follows the last one before it, so the position is the one before it (offsets have no
     // holes). With none held back, nothing was published since the read.
     let first_live = buffered.first().and_then(|f| position::offset_of(wire::frame_payload(f)));
     let at = first_live.map_or(page.top, |o| o.saturating_sub(1).min(page.top));
+    let took_effect = Position { offset: at, epoch: page.epoch.clone() };
     let mut out = Vec::with_capacity(1 + page.messages.len() + buffered.len());
     if answer {
-        let position = Position { offset: at, epoch: page.epoch.clone() };
-        out.push(wire::text_frame(&position::ok_at(id, &position, recovered)));
+        out.push(wire::text_frame(&position::ok_at(id, &took_effect, recovered)));
     }
     if let Some(since) = replay_after {
         for m in page.messages.iter().filter(|m| m.offset > since.offset && m.offset <= at) {
@@ -115,5 +121,5 @@ fn seam(
         }
     }
     out.extend(buffered);
-    out
+    (out, took_effect)
 }

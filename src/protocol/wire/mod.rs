@@ -26,6 +26,9 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     pub const SLOW_CONSUMER: u16 = 4001;
     pub const TOKEN_EXPIRED: u16 = 4003;
+    /// The node lost messages of a history channel that history no longer holds: resubscribe
+    /// with your position (you will be told `recovered: false`).
+    pub const HISTORY_GAP: u16 = 4004;
 }
 
 /// Length of the header of an unmasked frame with `len` payload bytes.
