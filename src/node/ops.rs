@@ -155,6 +155,7 @@ pub(crate) async fn read_history(
     limit: usize,
     settings: HistorySettings,
 ) -> Result<Page, OpError> {
+    node.metrics.history_reads_recovery.increment(1);
     node.hub
         .history(topic.backend, &topic.channel, since, limit, settings.retention)
         .await
@@ -188,7 +189,12 @@ pub(crate) async fn history(
         backend: resolved.route.backend,
         channel: Arc::from(resolved.backend_channel(&name)),
     };
-    let page = read_history(node, &topic, since, limit, settings).await?;
+    node.metrics.history_reads_client.increment(1);
+    let page = node
+        .hub
+        .history(topic.backend, &topic.channel, since, limit, settings.retention)
+        .await
+        .map_err(unavailable)?;
     Ok((name, page))
 }
 
