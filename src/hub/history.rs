@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use bytes::Bytes;
 use switchyard_backend::{BackendError, Page, Position, Retention};
 
@@ -39,7 +41,11 @@ impl Hub {
         self.backend_of(backend)?.backend.publish_kept(channel, payload, retention).await
     }
 
-    /// Reads the channel's history (see `Backend::history`).
+    /// Reads the channel's history (see `Backend::history`). Reads of a subscribed topic are
+    /// shared: a reader waits for the read in flight, then takes the last read when it began
+    /// after this reader arrived and covers its range, or makes the next read itself. So a
+    /// thousand clients recovering one channel at once cost a handful of reads, and no reader
+    /// gets a page older than its own subscription.
     pub(crate) async fn history(
         &self,
         backend: usize,
@@ -49,7 +55,21 @@ impl Hub {
         retention: Retention,
     ) -> Result<Page, BackendError> {
         let b = self.backend_of(backend)?;
-        b.backend.history(channel, since, limit, retention).await
+        let key = TopicKey { backend, channel: Arc::from(channel) };
+        let Some(topic) = self.topic(&key) else {
+            return b.backend.history(channel, since, limit, retention).await;
+        };
+        let arrived = Instant::now();
+        let mut last = topic.last_read.lock().await;
+        if let Some(shared) = last.as_ref().and_then(|r| r.answer(arrived, since, limit)) {
+            return shared;
+        }
+        let began = Instant::now();
+        let result = b.backend.history(channel, since, limit, retention).await;
+        // A failure is shared too: readers queued behind a read that timed out must not each
+        // wait out their own timeout.
+        *last = Some(SharedRead { began, since, limit, result: result.clone() });
+        result
     }
 
     /// Records a history topic's position and retention for gap healing.
@@ -104,5 +124,91 @@ impl Hub {
         subscribers.insert(conn, to.clone());
         drop(subscribers);
         to.kick();
+    }
+}
+
+/// A finished history read of one topic, kept for readers that arrived before it began.
+pub(crate) struct SharedRead {
+    began: Instant,
+    since: Option<u64>,
+    limit: usize,
+    result: Result<Page, BackendError>,
+}
+
+impl SharedRead {
+    /// This read's answer to `(since, limit)`, when it began after the reader arrived and
+    /// holds the whole range the reader asks for.
+    fn answer(
+        &self,
+        arrived: Instant,
+        since: Option<u64>,
+        limit: usize,
+    ) -> Option<Result<Page, BackendError>> {
+        if self.began < arrived {
+            return None;
+        }
+        let page = match &self.result {
+            Ok(page) => page,
+            Err(e) => return Some(Err(e.clone())),
+        };
+        let all_after = |from: u64| {
+            // Complete from `from` on: it was not cut short by its own limit.
+            self.since.is_some_and(|s| s <= from) && page.messages.len() < self.limit
+        };
+        let messages = match since {
+            None if limit == 0 => Vec::new(),
+            None if self.since.is_none() && limit <= self.limit => {
+                let skip = page.messages.len().saturating_sub(limit);
+                page.messages[skip..].to_vec()
+            }
+            Some(from) if all_after(from) => {
+                page.messages.iter().filter(|m| m.offset > from).take(limit).cloned().collect()
+            }
+            _ => return None,
+        };
+        Some(Ok(Page { epoch: page.epoch.clone(), top: page.top, messages }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use switchyard_backend::Stored;
+
+    use super::*;
+
+    fn read(
+        since: Option<u64>,
+        limit: usize,
+        offsets: std::ops::RangeInclusive<u64>,
+    ) -> SharedRead {
+        let messages = offsets.map(|offset| Stored { offset, payload: Bytes::new() }).collect();
+        SharedRead {
+            began: Instant::now(),
+            since,
+            limit,
+            result: Ok(Page { epoch: Arc::from("e"), top: 20, messages }),
+        }
+    }
+
+    fn offsets(p: Option<Result<Page, BackendError>>) -> Option<Vec<u64>> {
+        p.map(|p| p.map(|p| p.messages.iter().map(|m| m.offset).collect()).unwrap_or_default())
+    }
+
+    #[test]
+    fn a_shared_read_answers_only_later_arrivals_within_its_range() {
+        let arrived = Instant::now();
+        let r = read(Some(10), 100, 11..=20);
+        assert_eq!(offsets(r.answer(arrived, Some(15), 3)), Some(vec![16, 17, 18]));
+        assert_eq!(offsets(r.answer(arrived, Some(10), 100)), Some((11..=20).collect()));
+        assert_eq!(offsets(r.answer(arrived, None, 0)), Some(vec![]), "just the position");
+        assert_eq!(r.answer(arrived, Some(5), 100), None, "it did not read from 5");
+        let later = arrived + Duration::from_secs(1);
+        assert_eq!(r.answer(later, Some(15), 3), None, "it began before this reader arrived");
+        let cut = read(Some(10), 5, 11..=15);
+        assert_eq!(cut.answer(arrived, Some(12), 10), None, "cut short by its own limit");
+        let latest = read(None, 5, 16..=20);
+        assert_eq!(offsets(latest.answer(arrived, None, 2)), Some(vec![19, 20]));
     }
 }

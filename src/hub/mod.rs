@@ -42,6 +42,9 @@ struct Topic {
     subscribers: Mutex<HashMap<ConnKey, Arc<Outbox>>>,
     /// History topics: where delivery stands (see `healing`). Locked before `subscribers`.
     cursor: Mutex<healing::Cursor>,
+    /// History topics: the last history read, shared by readers that arrived before it began
+    /// (see `history`), so a reconnect storm reads once per overlapping range.
+    last_read: tokio::sync::Mutex<Option<history::SharedRead>>,
     /// Whether the backend subscription is in place. Held across the backend call so that
     /// subscribe and unsubscribe of one topic never interleave.
     backend_subscribed: tokio::sync::Mutex<bool>,
@@ -371,6 +374,7 @@ impl Hub {
                     Arc::new(Topic {
                         subscribers: Mutex::new(HashMap::new()),
                         cursor: Mutex::default(),
+                        last_read: tokio::sync::Mutex::new(None),
                         backend_subscribed: tokio::sync::Mutex::new(false),
                     })
                 })
