@@ -4,14 +4,20 @@
 //! [`MemoryBackend`] attached to one bus behaves like a broker node on one Redis, which lets
 //! tests run several nodes in one process; a backend built with [`MemoryBackend::new`] has a
 //! bus of its own (the single-node broker).
+//!
+//! The bus also holds the history ([`history`]): it belongs to the backend, not to a node, so
+//! every node on a bus reads the streams any of them published to.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use switchyard_backend::{Backend, BackendError, Incoming, Message};
+use switchyard_backend::{Backend, BackendError, Incoming, Message, Page, Position, Retention};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+mod history;
 
 type NodeId = u64;
 
@@ -28,6 +34,10 @@ type Subscribers = Vec<(NodeId, mpsc::Sender<Message>)>;
 struct BusInner {
     channels: RwLock<HashMap<Arc<str>, Subscribers>>,
     next_node: std::sync::atomic::AtomicU64,
+    /// Every channel's kept messages. One lock for all channels: what it guards (an append,
+    /// a trim and handing the message to already reserved queue slots) takes no time worth
+    /// sharding for, and `publish` without history never takes it.
+    history: Mutex<history::Store>,
 }
 
 impl MemoryBus {
@@ -41,6 +51,43 @@ impl MemoryBus {
             .get(channel)
             .map(|subs| subs.iter().map(|(_, tx)| tx.clone()).collect())
             .unwrap_or_default()
+    }
+
+    /// Appends `payload` to `channel`'s stream and hands it, with its position, to the queue
+    /// slots `permits` reserved, all under the history lock: a second publisher to the channel
+    /// cannot take the next offset before this message is in every subscriber's queue, so
+    /// subscribers see offsets in order. Nothing here waits, so the lock is never held across
+    /// an await.
+    fn append_and_deliver(
+        &self,
+        channel: Arc<str>,
+        payload: Bytes,
+        retention: Retention,
+        permits: Vec<mpsc::Permit<'_, Message>>,
+    ) -> Position {
+        let now = Instant::now();
+        let mut store = self.inner.history.lock().unwrap_or_else(|e| e.into_inner());
+        let position = store.ring(&channel, now, retention).push(payload.clone(), now, retention);
+        for permit in permits {
+            permit.send(Message {
+                channel: channel.clone(),
+                payload: payload.clone(),
+                position: Some(position.clone()),
+            });
+        }
+        position
+    }
+
+    fn read_history(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        limit: usize,
+        retention: Retention,
+    ) -> Page {
+        let now = Instant::now();
+        let mut store = self.inner.history.lock().unwrap_or_else(|e| e.into_inner());
+        store.ring(channel, now, retention).page(since, limit)
     }
 }
 
@@ -108,6 +155,39 @@ impl Backend for MemoryBackend {
             }
         }
         Ok(reached)
+    }
+
+    fn has_history(&self) -> bool {
+        true
+    }
+
+    async fn publish_kept(
+        &self,
+        channel: &str,
+        payload: Bytes,
+        retention: Retention,
+    ) -> Result<Position, BackendError> {
+        let senders = self.bus.senders(channel);
+        // Queue slots are reserved before the offset is taken, so the wait for a full queue
+        // happens outside the history lock and the send under it cannot block.
+        let mut permits = Vec::with_capacity(senders.len());
+        for tx in &senders {
+            // A node whose hub has stopped is gone; the others still get the message.
+            if let Ok(permit) = tx.reserve().await {
+                permits.push(permit);
+            }
+        }
+        Ok(self.bus.append_and_deliver(Arc::from(channel), payload, retention, permits))
+    }
+
+    async fn history(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        limit: usize,
+        retention: Retention,
+    ) -> Result<Page, BackendError> {
+        Ok(self.bus.read_history(channel, since, limit, retention))
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BackendError> {
