@@ -5,6 +5,8 @@
 //! broker nodes share one Redis. A backend's test file calls [`run_all`] (or single checks) with
 //! a factory that builds such a pair.
 //!
+//! Backends with history also run [`run_history`] (the [`history`] section).
+//!
 //! Absence of a message is never proven by sleeping: each check publishes a later sentinel on
 //! the same channel and asserts that the sentinel is the next thing to arrive.
 
@@ -16,6 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::{Backend, Incoming, Message};
+
+pub mod history;
+pub use history::run_history;
 
 /// How long a check waits for a message that must arrive before it fails.
 pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,6 +84,7 @@ where
     payloads_are_binary_safe(factory().await).await;
     ready_when_reachable(factory().await).await;
     publish_counts_the_nodes_it_reached(factory().await).await;
+    history::backends_without_history_refuse_it(factory().await).await;
 }
 
 /// A message published on either node reaches the subscribed node.

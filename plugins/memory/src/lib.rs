@@ -78,6 +78,7 @@ impl MemoryBus {
         position
     }
 
+    /// One page of `channel`'s stream, creating it (a new epoch) if it is missing or expired.
     fn read_history(
         &self,
         channel: &str,
@@ -169,7 +170,8 @@ impl Backend for MemoryBackend {
     ) -> Result<Position, BackendError> {
         let senders = self.bus.senders(channel);
         // Queue slots are reserved before the offset is taken, so the wait for a full queue
-        // happens outside the history lock and the send under it cannot block.
+        // happens outside the history lock and the send under it cannot block. A publish
+        // cancelled while waiting here has taken no offset: neither kept nor delivered.
         let mut permits = Vec::with_capacity(senders.len());
         for tx in &senders {
             // A node whose hub has stopped is gone; the others still get the message.

@@ -14,3 +14,8 @@ fn pair() -> Pair {
 async fn memory_backend_passes_the_conformance_suite() {
     conformance::run_all(|| async { pair() }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_backend_passes_the_history_suite() {
+    conformance::run_history(|| async { pair() }).await;
+}
