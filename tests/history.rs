@@ -268,12 +268,18 @@ async fn an_expired_history_starts_a_new_epoch() {
     let broker =
         TestBroker::start(&config("n1", "").replace("history_ttl_s = 60", "history_ttl_s = 1"))
             .await;
+    let mut sub = broker.connect("").await;
+    subscribe(&mut sub, "chat.ttl", None).await;
     let mut c = broker.connect("").await;
     let first = publish(&mut c, "chat.ttl", json!({"n": 1})).await;
+    assert_eq!(messages(&mut sub, 1).await, vec![(1, 1)]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let second = publish(&mut c, "chat.ttl", json!({"n": 2})).await;
     assert_eq!(offset(&second), 1, "a new stream: {second}");
     assert_ne!(epoch(&second), epoch(&first), "a new epoch");
+    // The node passes the new epoch on from its start; it is not a gap to close over.
+    let m = sub.recv().await;
+    assert_eq!((offset(&m), epoch(&m)), (1, epoch(&second)), "{m}");
     let ok = subscribe(&mut c, "chat.ttl", Some((1, &epoch(&first)))).await;
     assert_eq!(ok["recovered"], false, "the old epoch cannot be recovered: {ok}");
     broker.shutdown().await;
