@@ -47,7 +47,13 @@ impl Live {
         if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
             self.health.sent();
         }
-        let result = tokio::time::timeout_at(deadline, conn.send_packed_command(cmd)).await.ok();
+        // `send_packed_command` hands a Redis error reply back as `Ok(Value::ServerError)`;
+        // turned into `Err` here so that MOVED, NOSCRIPT, CLUSTERDOWN … reach `classify`
+        // instead of looking like an odd successful reply.
+        let result = tokio::time::timeout_at(deadline, conn.send_packed_command(cmd))
+            .await
+            .ok()
+            .map(|r| r.and_then(Value::extract_error));
         let left = self.in_flight.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
         if result.is_some() {
             self.health.heard(left > 0);
