@@ -200,3 +200,93 @@ async fn redis_cluster_backend_keeps_history() {
     assert!(clustered(&cluster).await.has_history());
     run_checks(|| async { Pair::new(clustered(&cluster).await, clustered(&cluster).await) }).await;
 }
+
+/// `publish_kept` until it succeeds (after a restart the first ones may find no connection).
+async fn publish_kept_until_ok(b: &dyn Backend, ch: &str) -> Position {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match b.publish_kept(ch, Bytes::from_static(b"after"), KEEP).await {
+            Ok(position) => return position,
+            Err(e) => assert!(tokio::time::Instant::now() < deadline, "no publish: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn int(value: redis::Value) -> i64 {
+    match value {
+        redis::Value::Int(n) => n,
+        other => panic!("expected an integer reply, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_without_persistence_and_lost_scripts() {
+    let mut server = RedisServer::start();
+    let (a, b) = (standalone(&server).await, standalone(&server).await);
+    let ch = unique("restart");
+    let before = publish_n(&*a, &ch, 3, KEEP).await;
+    let stream = format!("#switchyard:history:{{{ch}}}:stream");
+    let meta = format!("#switchyard:history:{{{ch}}}:meta");
+    for key in [&stream, &meta] {
+        let ttl = int(server.query(redis::cmd("PTTL").arg(key)));
+        assert!(ttl > 50_000 && ttl <= 60_000, "{key} lives `ttl` after the publish: {ttl}");
+    }
+    assert_eq!(int(server.query(redis::cmd("XLEN").arg(&stream))), 3);
+
+    // SCRIPT FLUSH: the next EVALSHA answers NOSCRIPT and the script is sent whole.
+    server.query(redis::cmd("SCRIPT").arg("FLUSH"));
+    let next_one = a.publish_kept(&ch, Bytes::from_static(b"x"), KEEP).await.expect("publish");
+    assert_eq!(next_one, Position { offset: 4, epoch: before.epoch.clone() });
+
+    server.restart();
+    let after = publish_kept_until_ok(&*a, &ch).await;
+    assert_eq!(after.offset, 1, "a restart without persistence starts a new life");
+    assert_ne!(after.epoch, before.epoch);
+    // `b`'s connection broke with the restart; it heals after its first failed command.
+    let mut page = b.history(&ch, None, 10, KEEP).await;
+    for _ in 0..100 {
+        if page.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        page = b.history(&ch, None, 10, KEEP).await;
+    }
+    let page = page.expect("history after restart");
+    assert_eq!((offsets(&page), page.epoch), (vec![1], after.epoch));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_headers_are_dropped() {
+    let server = RedisServer::start();
+    let b = standalone(&server).await;
+    let mut b_in = b.take_incoming().expect("incoming");
+    let ch = unique("malformed");
+    b.subscribe(&ch).await.expect("subscribe");
+    for bad in [&b"\0no end"[..], b"\0x:e\nbad offset", b"\07:\nno epoch"] {
+        server.query(redis::cmd("PUBLISH").arg(&ch).arg(bad));
+    }
+    b.publish_kept(&ch, Bytes::from_static(b"good"), KEEP).await.expect("publish_kept");
+    let m = next(&mut b_in, "the good message").await;
+    assert_eq!((&m.payload[..], m.position.map(|p| p.offset)), (&b"good"[..], Some(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_keys_live_in_the_channels_slot() {
+    let cluster = RedisCluster::start(3, 0);
+    let b = clustered(&cluster).await;
+    let chans: Vec<String> = (0..12).map(|i| unique(&format!("slot{i}"))).collect();
+    let masters: std::collections::HashSet<usize> =
+        chans.iter().map(|c| cluster.master_index_of(c)).collect();
+    assert_eq!(masters.len(), 3, "test channels should cover every master");
+    for ch in &chans {
+        b.publish_kept(ch, Bytes::from_static(b"x"), KEEP).await.expect("publish_kept");
+        let owner = &cluster.masters[cluster.master_index_of(ch)];
+        let slot = int(owner.query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(ch)));
+        for suffix in ["meta", "stream"] {
+            let key = format!("#switchyard:history:{{{ch}}}:{suffix}");
+            assert_eq!(int(owner.query(redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key))), slot);
+            assert_eq!(int(owner.query(redis::cmd("EXISTS").arg(&key))), 1, "{key} on its owner");
+        }
+    }
+}
