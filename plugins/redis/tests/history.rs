@@ -263,7 +263,7 @@ async fn malformed_headers_are_dropped() {
     let mut b_in = b.take_incoming().expect("incoming");
     let ch = unique("malformed");
     b.subscribe(&ch).await.expect("subscribe");
-    for bad in [&b"\0no end"[..], b"\0x:e\nbad offset", b"\07:\nno epoch"] {
+    for bad in [&b"\0no end"[..], b"\0x:e\nbad offset", b"\x007:\nno epoch"] {
         server.query(redis::cmd("PUBLISH").arg(&ch).arg(bad));
     }
     b.publish_kept(&ch, Bytes::from_static(b"good"), KEEP).await.expect("publish_kept");

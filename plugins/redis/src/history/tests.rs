@@ -36,7 +36,7 @@ fn escaped_plain_payload_round_trips() {
 
 #[test]
 fn malformed_headers_are_errors() {
-    for bad in [&b"\0"[..], b"\012:ab", b"\0x:ab\n", b"\012ab\n", b"\012:\n", b"\0\xff:a\n"] {
+    for bad in [&b"\0"[..], b"\x0012:ab", b"\0x:ab\n", b"\x0012ab\n", b"\x0012:\n", b"\0\xff:a\n"] {
         assert!(split_header(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
     }
     let long = [&[0u8][..], &[b'1'; 200][..], b":e\n"].concat();
