@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::AsyncConnectionConfig;
 use switchyard_backend::backoff::Backoff;
 use switchyard_backend::{Backend, BackendError, Incoming, Message, Page, Position, Retention};
 use tokio::sync::{mpsc, oneshot};
@@ -29,7 +28,7 @@ use crate::slot::key_slot;
 use crate::subscriber::{
     await_confirmation, Command, Event, Mode, Sinks, SubscriberHandle, Waiter, COMMAND_QUEUE,
 };
-use crate::topology::{parse_cluster_slots, SlotMap};
+use crate::topology::{fetch_slot_map, SlotMap};
 
 pub(crate) const KIND: &str = "redis-cluster";
 
@@ -590,44 +589,4 @@ impl Manager {
             subscribers_up,
         }));
     }
-}
-
-/// Reads `CLUSTER SLOTS` from the first candidate that answers with a complete map (or, if
-/// none does, the first partial one).
-async fn fetch_slot_map(
-    candidates: &[Endpoint],
-    timeout: std::time::Duration,
-) -> Result<SlotMap, String> {
-    let mut partial = None;
-    let mut last_error = String::from("no node to ask");
-    for endpoint in candidates {
-        let attempt = async {
-            let client = endpoint.client().map_err(|e| e.to_string())?;
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout));
-            let mut conn = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .map_err(|e| e.to_string())?;
-            let reply: redis::Value = redis::cmd("CLUSTER")
-                .arg("SLOTS")
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            parse_cluster_slots(&reply)
-        };
-        match tokio::time::timeout(timeout * 2, attempt).await {
-            Ok(Ok(ranges)) => {
-                let map = SlotMap::from_ranges(&ranges);
-                if map.is_complete() {
-                    return Ok(map);
-                }
-                partial.get_or_insert(map);
-            }
-            Ok(Err(e)) => last_error = format!("{}: {e}", endpoint.addr()),
-            Err(_) => last_error = format!("{}: timed out", endpoint.addr()),
-        }
-    }
-    partial.ok_or(last_error)
 }
