@@ -156,12 +156,11 @@ impl RedisClusterBackend {
         };
         match call.on(&publisher, deadline).await {
             Ok(reply) => Ok(reply),
-            Err(PublishError::Moved(host, port)) => {
+            Err(PublishError::Moved(target)) => {
                 let _ = self.manager.try_send(Request::Refresh);
-                let target = format!("{host}:{port}");
                 match self.publisher_for(&self.routing.load(), &target, channel) {
                     Some(p) => Ok(call.on(&p, deadline).await?),
-                    None => Err(PublishError::Moved(host, port).into()),
+                    None => Err(PublishError::Moved(target).into()),
                 }
             }
             Err(e) => {

@@ -94,8 +94,8 @@ impl Call<'_> {
 
 /// Why a publish failed.
 pub(crate) enum PublishError {
-    /// Redis answered MOVED: the slot belongs to another master (`host`, `port`).
-    Moved(String, u16),
+    /// Redis answered MOVED (or ASK): the slot belongs to the master at `host:port`.
+    Moved(String),
     /// Nothing could be handed to Redis.
     Unavailable(String),
     /// Redis does not have the script an EVALSHA named (restarted, or SCRIPT FLUSH): the
@@ -108,9 +108,7 @@ pub(crate) enum PublishError {
 impl From<PublishError> for BackendError {
     fn from(e: PublishError) -> Self {
         match e {
-            PublishError::Moved(host, port) => {
-                BackendError::Unavailable(format!("slot moved to {host}:{port}"))
-            }
+            PublishError::Moved(addr) => BackendError::Unavailable(format!("slot moved to {addr}")),
             PublishError::Unavailable(m) => BackendError::Unavailable(m),
             PublishError::NoScript => {
                 BackendError::Unavailable("redis lost a script while it was being called".into())
@@ -204,8 +202,9 @@ impl Publisher {
     }
 
     fn classify(&self, generation: u64, e: RedisError) -> PublishError {
-        if let Some((host, port)) = e.redirect_node() {
-            return PublishError::Moved(host.to_owned(), port);
+        // redis-rs gives `(addr, slot)` here, the address being `host:port` already.
+        if let Some((addr, _slot)) = e.redirect_node() {
+            return PublishError::Moved(addr.to_owned());
         }
         if e.is_io_error()
             || e.is_connection_dropped()

@@ -290,3 +290,19 @@ async fn cluster_keys_live_in_the_channels_slot() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_history_follows_a_migrated_slot() {
+    let cluster = RedisCluster::start(3, 0);
+    let b = clustered(&cluster).await;
+    let ch = unique("moved");
+    let before = publish_n(&*b, &ch, 2, KEEP).await;
+    let to = (cluster.master_index_of(&ch) + 1) % 3;
+    // MIGRATE carries the stream and its metadata along: the same life goes on, on the new
+    // owner, reached through the MOVED the old one answers.
+    cluster.migrate_slot(switchyard_redis::slot::key_slot(ch.as_bytes()), to);
+    let after = b.publish_kept(&ch, Bytes::from_static(b"x"), KEEP).await.expect("MOVED followed");
+    assert_eq!(after, Position { offset: 3, epoch: before.epoch.clone() });
+    let page = b.history(&ch, Some(0), 10, KEEP).await.expect("history after migration");
+    assert_eq!(offsets(&page), [1, 2, 3]);
+}
