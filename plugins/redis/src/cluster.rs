@@ -14,21 +14,21 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::AsyncConnectionConfig;
 use switchyard_backend::backoff::Backoff;
-use switchyard_backend::{Backend, BackendError, Incoming, Message};
+use switchyard_backend::{Backend, BackendError, Incoming, Message, Page, Position, Retention};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::history;
 use crate::metrics::Metrics;
 use crate::options::{Addr, Endpoint, RedisClusterOptions};
-use crate::publisher::{PublishError, Publisher};
+use crate::publisher::{Call, PublishError, Publisher};
 use crate::slot::key_slot;
 use crate::subscriber::{
     await_confirmation, Command, Event, Mode, Sinks, SubscriberHandle, Waiter, COMMAND_QUEUE,
 };
-use crate::topology::{parse_cluster_slots, SlotMap};
+use crate::topology::{fetch_slot_map, SlotMap};
 
 pub(crate) const KIND: &str = "redis-cluster";
 
@@ -136,6 +136,42 @@ impl RedisClusterBackend {
         Ok(backend)
     }
 
+    /// Runs `call` on the master owning `channel`'s slot. A MOVED reply refreshes the
+    /// topology and is followed once if that master is known; anything unavailable refreshes
+    /// it too. Answers by `deadline` at the latest.
+    async fn routed(
+        &self,
+        channel: &str,
+        call: Call<'_>,
+        deadline: Instant,
+    ) -> Result<redis::Value, BackendError> {
+        let routing = self.routing.load();
+        let slot = key_slot(channel.as_bytes());
+        let Some(addr) = routing.map.as_ref().and_then(|m| m.owner_addr(slot)) else {
+            let _ = self.manager.try_send(Request::Refresh);
+            return Err(BackendError::Unavailable("redis cluster topology not known yet".into()));
+        };
+        let Some(publisher) = self.publisher_for(&routing, &addr, channel) else {
+            return Err(BackendError::Unavailable(format!("no connection to {addr}")));
+        };
+        match call.on(&publisher, deadline).await {
+            Ok(reply) => Ok(reply),
+            Err(PublishError::Moved(target)) => {
+                let _ = self.manager.try_send(Request::Refresh);
+                match self.publisher_for(&self.routing.load(), &target, channel) {
+                    Some(p) => Ok(call.on(&p, deadline).await?),
+                    None => Err(PublishError::Moved(target).into()),
+                }
+            }
+            Err(e) => {
+                if matches!(e, PublishError::Unavailable(_)) {
+                    let _ = self.manager.try_send(Request::Refresh);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
     fn publisher_for(
         &self,
         routing: &Routing,
@@ -160,35 +196,39 @@ impl Backend for RedisClusterBackend {
         // One budget for the whole call, redirect included: the caller hears back within the
         // command timeout however the publish goes.
         let deadline = Instant::now() + self.options.connection.command_timeout;
-        let mut cmd = redis::cmd("SPUBLISH");
-        cmd.arg(channel).arg(payload.as_ref());
-        let routing = self.routing.load();
-        let slot = key_slot(channel.as_bytes());
-        let Some(addr) = routing.map.as_ref().and_then(|m| m.owner_addr(slot)) else {
-            let _ = self.manager.try_send(Request::Refresh);
-            return Err(BackendError::Unavailable("redis cluster topology not known yet".into()));
-        };
-        let Some(publisher) = self.publisher_for(&routing, &addr, channel) else {
-            return Err(BackendError::Unavailable(format!("no connection to {addr}")));
-        };
-        match publisher.run(&cmd, deadline).await {
-            Ok(reply) => crate::publisher::receivers(&reply),
-            // The slot moved: refresh, and follow the redirect once if we know that master.
-            Err(PublishError::Moved(host, port)) => {
-                let _ = self.manager.try_send(Request::Refresh);
-                let target = format!("{host}:{port}");
-                match self.publisher_for(&self.routing.load(), &target, channel) {
-                    Some(p) => crate::publisher::receivers(&p.run(&cmd, deadline).await?),
-                    None => Err(PublishError::Moved(host, port).into()),
-                }
-            }
-            Err(e) => {
-                if matches!(e, PublishError::Unavailable(_)) {
-                    let _ = self.manager.try_send(Request::Refresh);
-                }
-                Err(e.into())
-            }
-        }
+        let cmd = history::publish_cmd("SPUBLISH", channel, &payload);
+        crate::publisher::receivers(&self.routed(channel, Call::Command(&cmd), deadline).await?)
+    }
+
+    fn has_history(&self) -> bool {
+        true
+    }
+
+    async fn publish_kept(
+        &self,
+        channel: &str,
+        payload: Bytes,
+        retention: Retention,
+    ) -> Result<Position, BackendError> {
+        let deadline = Instant::now() + self.options.connection.command_timeout;
+        // SPUBLISH from inside the script: the keys are hash-tagged on the channel, so the
+        // script, its keys and the shard channel all belong to the master of the channel's slot.
+        let call = history::publish_call(channel, &payload, retention, "SPUBLISH")?;
+        history::parse_position(&self.routed(channel, Call::Script(&call), deadline).await?)
+    }
+
+    async fn history(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        limit: usize,
+        retention: Retention,
+    ) -> Result<Page, BackendError> {
+        let deadline = Instant::now() + self.options.connection.command_timeout;
+        // On the owning master's publisher connections, as in the standalone backend (see
+        // there why not a pool); never a replica: the read may create the stream's metadata.
+        let call = history::read_call(channel, since, limit, retention)?;
+        history::parse_page(&self.routed(channel, Call::Script(&call), deadline).await?)
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BackendError> {
@@ -548,44 +588,4 @@ impl Manager {
             subscribers_up,
         }));
     }
-}
-
-/// Reads `CLUSTER SLOTS` from the first candidate that answers with a complete map (or, if
-/// none does, the first partial one).
-async fn fetch_slot_map(
-    candidates: &[Endpoint],
-    timeout: std::time::Duration,
-) -> Result<SlotMap, String> {
-    let mut partial = None;
-    let mut last_error = String::from("no node to ask");
-    for endpoint in candidates {
-        let attempt = async {
-            let client = endpoint.client().map_err(|e| e.to_string())?;
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout))
-                .set_response_timeout(Some(timeout));
-            let mut conn = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .map_err(|e| e.to_string())?;
-            let reply: redis::Value = redis::cmd("CLUSTER")
-                .arg("SLOTS")
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            parse_cluster_slots(&reply)
-        };
-        match tokio::time::timeout(timeout * 2, attempt).await {
-            Ok(Ok(ranges)) => {
-                let map = SlotMap::from_ranges(&ranges);
-                if map.is_complete() {
-                    return Ok(map);
-                }
-                partial.get_or_insert(map);
-            }
-            Ok(Err(e)) => last_error = format!("{}: {e}", endpoint.addr()),
-            Err(_) => last_error = format!("{}: timed out", endpoint.addr()),
-        }
-    }
-    partial.ok_or(last_error)
 }

@@ -10,6 +10,8 @@
 //!   re-applies it channel by channel after reconnects.
 //! - `publisher`: long-lived multiplexed publisher connections (pipelined, no per-message
 //!   pool checkout) with background reconnect.
+//! - `history`: history (`publish_kept`, `history`) as a stream and a metadata hash per
+//!   channel, written and read by Lua scripts; the position header on the wire.
 //! - `dial`: opening a subscriber connection (TCP, TLS or unix socket, then AUTH).
 //! - `tls`: CA and client certificate for `rediss://`, loaded once for both stacks.
 //! - `health`: whether Redis has owed a connection an answer for too long (drives `ready()`).
@@ -28,6 +30,7 @@
 pub mod cluster;
 mod dial;
 mod health;
+mod history;
 pub mod metrics;
 mod options;
 mod publisher;

@@ -15,6 +15,8 @@ pub const MESSAGES_OUT: &str = "switchyard_backend_messages_out_total";
 pub const MESSAGES_IN: &str = "switchyard_backend_messages_in_total";
 /// Publishes answered with an error.
 pub const PUBLISH_ERRORS: &str = "switchyard_backend_publish_errors_total";
+/// History messages dropped on receipt because their position header was malformed.
+pub const MALFORMED: &str = "switchyard_backend_malformed_messages_total";
 /// Label carrying the backend kind.
 pub const LABEL_BACKEND: &str = "backend";
 
@@ -28,6 +30,7 @@ pub fn describe() {
     describe_counter!(MESSAGES_OUT, "Messages published to the backend");
     describe_counter!(MESSAGES_IN, "Messages received from the backend");
     describe_counter!(PUBLISH_ERRORS, "Backend publishes that failed");
+    describe_counter!(MALFORMED, "Received history messages dropped for a malformed header");
 }
 
 /// Metric handles of one backend instance, created once so the hot path does no lookups.
@@ -38,6 +41,7 @@ pub(crate) struct Metrics {
     pub(crate) messages_out: Counter,
     pub(crate) messages_in: Counter,
     pub(crate) publish_errors: Counter,
+    pub(crate) malformed: Counter,
 }
 
 impl Metrics {
@@ -48,6 +52,7 @@ impl Metrics {
             messages_out: counter!(MESSAGES_OUT, LABEL_BACKEND => kind),
             messages_in: counter!(MESSAGES_IN, LABEL_BACKEND => kind),
             publish_errors: counter!(PUBLISH_ERRORS, LABEL_BACKEND => kind),
+            malformed: counter!(MALFORMED, LABEL_BACKEND => kind),
         }
     }
 

@@ -47,7 +47,13 @@ impl Live {
         if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
             self.health.sent();
         }
-        let result = tokio::time::timeout_at(deadline, conn.send_packed_command(cmd)).await.ok();
+        // `send_packed_command` hands a Redis error reply back as `Ok(Value::ServerError)`;
+        // turned into `Err` here so that MOVED, NOSCRIPT, CLUSTERDOWN … reach `classify`
+        // instead of looking like an odd successful reply.
+        let result = tokio::time::timeout_at(deadline, conn.send_packed_command(cmd))
+            .await
+            .ok()
+            .map(|r| r.and_then(Value::extract_error));
         let left = self.in_flight.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
         if result.is_some() {
             self.health.heard(left > 0);
@@ -66,12 +72,35 @@ pub(crate) struct Publisher {
     metrics: Metrics,
 }
 
+/// What a cluster sends to the master of a channel's slot: a command, or a history script.
+pub(crate) enum Call<'a> {
+    Command(&'a Cmd),
+    Script(&'a crate::history::ScriptCall),
+}
+
+impl Call<'_> {
+    /// Runs it on `publisher`, answering by `deadline` at the latest.
+    pub(crate) async fn on(
+        &self,
+        publisher: &Publisher,
+        deadline: Instant,
+    ) -> Result<Value, PublishError> {
+        match self {
+            Call::Command(cmd) => publisher.run(cmd, deadline).await,
+            Call::Script(script) => script.run(publisher, deadline).await,
+        }
+    }
+}
+
 /// Why a publish failed.
 pub(crate) enum PublishError {
-    /// Redis answered MOVED: the slot belongs to another master (`host`, `port`).
-    Moved(String, u16),
+    /// Redis answered MOVED (or ASK): the slot belongs to the master at `host:port`.
+    Moved(String),
     /// Nothing could be handed to Redis.
     Unavailable(String),
+    /// Redis does not have the script an EVALSHA named (restarted, or SCRIPT FLUSH): the
+    /// caller sends the whole script with EVAL instead.
+    NoScript,
     /// Redis refused the command for good.
     Refused(String),
 }
@@ -79,10 +108,11 @@ pub(crate) enum PublishError {
 impl From<PublishError> for BackendError {
     fn from(e: PublishError) -> Self {
         match e {
-            PublishError::Moved(host, port) => {
-                BackendError::Unavailable(format!("slot moved to {host}:{port}"))
-            }
+            PublishError::Moved(addr) => BackendError::Unavailable(format!("slot moved to {addr}")),
             PublishError::Unavailable(m) => BackendError::Unavailable(m),
+            PublishError::NoScript => {
+                BackendError::Unavailable("redis lost a script while it was being called".into())
+            }
             PublishError::Refused(m) => BackendError::Invalid(m),
         }
     }
@@ -118,23 +148,50 @@ impl Publisher {
         live.as_ref().is_some_and(|l| l.health.stalled() <= self.options.command_timeout)
     }
 
-    /// Sends one command on the shared connection; answers by `deadline` at the latest.
+    /// Sends one publishing command on the shared connection; answers by `deadline` at the
+    /// latest.
     pub(crate) async fn run(&self, cmd: &Cmd, deadline: Instant) -> Result<Value, PublishError> {
+        self.send(cmd, deadline, true).await
+    }
+
+    /// Like [`Publisher::run`] for a command that publishes nothing (a history read), so it
+    /// counts in neither the messages-out nor the publish-error metric.
+    pub(crate) async fn read(&self, cmd: &Cmd, deadline: Instant) -> Result<Value, PublishError> {
+        self.send(cmd, deadline, false).await
+    }
+
+    async fn send(
+        &self,
+        cmd: &Cmd,
+        deadline: Instant,
+        publishes: bool,
+    ) -> Result<Value, PublishError> {
+        let failed = || {
+            if publishes {
+                self.metrics.publish_errors.increment(1);
+            }
+        };
         let Some(live) = self.live.load_full() else {
-            self.metrics.publish_errors.increment(1);
+            failed();
             return Err(PublishError::Unavailable(format!("redis {} is not connected", self.addr)));
         };
         match live.call(cmd, deadline).await {
             Some(Ok(value)) => {
-                self.metrics.published();
+                if publishes {
+                    self.metrics.published();
+                }
                 Ok(value)
             }
             Some(Err(e)) => {
-                self.metrics.publish_errors.increment(1);
-                Err(self.classify(live.generation, e))
+                let e = self.classify(live.generation, e);
+                // NOSCRIPT is answered by sending the script itself: not a failed publish.
+                if !matches!(e, PublishError::NoScript) {
+                    failed();
+                }
+                Err(e)
             }
             None => {
-                self.metrics.publish_errors.increment(1);
+                failed();
                 self.mark_broken(live.generation);
                 Err(PublishError::Unavailable(format!(
                     "redis {} did not answer within {:?}",
@@ -145,8 +202,9 @@ impl Publisher {
     }
 
     fn classify(&self, generation: u64, e: RedisError) -> PublishError {
-        if let Some((host, port)) = e.redirect_node() {
-            return PublishError::Moved(host.to_owned(), port);
+        // redis-rs gives `(addr, slot)` here, the address being `host:port` already.
+        if let Some((addr, _slot)) = e.redirect_node() {
+            return PublishError::Moved(addr.to_owned());
         }
         if e.is_io_error()
             || e.is_connection_dropped()
@@ -158,6 +216,7 @@ impl Publisher {
             return PublishError::Unavailable(format!("redis {}: {e}", self.addr));
         }
         match e.code() {
+            Some("NOSCRIPT") => PublishError::NoScript,
             // Transient cluster states: the caller may retry.
             Some("CLUSTERDOWN" | "TRYAGAIN" | "LOADING" | "MASTERDOWN" | "READONLY") => {
                 PublishError::Unavailable(format!("redis {}: {e}", self.addr))

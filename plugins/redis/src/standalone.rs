@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use switchyard_backend::{Backend, BackendError, Incoming};
+use switchyard_backend::{Backend, BackendError, Incoming, Page, Position, Retention};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::history;
 use crate::metrics::Metrics;
 use crate::options::{Endpoint, RedisOptions};
 use crate::publisher::Publisher;
@@ -126,12 +127,47 @@ impl Backend for RedisBackend {
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<u64, BackendError> {
         let deadline = Instant::now() + self.options.connection.command_timeout;
         let publisher = &self.publishers[self.shard(channel, self.publishers.len())];
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel).arg(payload.as_ref());
+        let cmd = history::publish_cmd("PUBLISH", channel, &payload);
         match publisher.run(&cmd, deadline).await {
             Ok(reply) => crate::publisher::receivers(&reply),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn has_history(&self) -> bool {
+        true
+    }
+
+    async fn publish_kept(
+        &self,
+        channel: &str,
+        payload: Bytes,
+        retention: Retention,
+    ) -> Result<Position, BackendError> {
+        let deadline = Instant::now() + self.options.connection.command_timeout;
+        let call = history::publish_call(channel, &payload, retention, "PUBLISH")?;
+        // The channel's own publisher connection, as for `publish`: publishes to one channel
+        // stay in order on it.
+        let publisher = &self.publishers[self.shard(channel, self.publishers.len())];
+        history::parse_position(&call.run(publisher, deadline).await?)
+    }
+
+    async fn history(
+        &self,
+        channel: &str,
+        since: Option<u64>,
+        limit: usize,
+        retention: Retention,
+    ) -> Result<Page, BackendError> {
+        let deadline = Instant::now() + self.options.connection.command_timeout;
+        let call = history::read_call(channel, since, limit, retention)?;
+        // Reads use the publisher connections too, not a pool: they are multiplexed, so a
+        // read waits for no other command's reply, already connected and health-checked, and
+        // a pool checkout would add its own round trip (or PING) per read, which is what made
+        // deadpool lose to them for publishing. The channel's own connection also orders a
+        // read after that channel's publishes sent before it.
+        let publisher = &self.publishers[self.shard(channel, self.publishers.len())];
+        history::parse_page(&call.run(publisher, deadline).await?)
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BackendError> {

@@ -6,8 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use redis::Value;
+use redis::{AsyncConnectionConfig, Value};
 
+use crate::options::Endpoint;
 use crate::slot::SLOTS;
 
 /// One contiguous slot range and the address (`host:port`) of the master serving it.
@@ -106,6 +107,46 @@ impl SlotMap {
     pub(crate) fn is_complete(&self) -> bool {
         self.owner.iter().all(|&i| i != u16::MAX)
     }
+}
+
+/// Reads `CLUSTER SLOTS` from the first candidate that answers with a complete map (or, if
+/// none does, the first partial one).
+pub(crate) async fn fetch_slot_map(
+    candidates: &[Endpoint],
+    timeout: std::time::Duration,
+) -> Result<SlotMap, String> {
+    let mut partial = None;
+    let mut last_error = String::from("no node to ask");
+    for endpoint in candidates {
+        let attempt = async {
+            let client = endpoint.client().map_err(|e| e.to_string())?;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            let reply: redis::Value = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            parse_cluster_slots(&reply)
+        };
+        match tokio::time::timeout(timeout * 2, attempt).await {
+            Ok(Ok(ranges)) => {
+                let map = SlotMap::from_ranges(&ranges);
+                if map.is_complete() {
+                    return Ok(map);
+                }
+                partial.get_or_insert(map);
+            }
+            Ok(Err(e)) => last_error = format!("{}: {e}", endpoint.addr()),
+            Err(_) => last_error = format!("{}: timed out", endpoint.addr()),
+        }
+    }
+    partial.ok_or(last_error)
 }
 
 #[cfg(test)]

@@ -41,7 +41,23 @@ impl Actor {
         // even if Redis had already queued a message for us.
         let Some((name, _)) = self.desired.get_key_value(name) else { return };
         self.metrics.messages_in.increment(1);
-        match self.incoming.try_send(Message::new(name.clone(), payload)) {
+        // One byte compared on the ordinary path; only history messages are parsed.
+        let message = if crate::history::has_header(&payload) {
+            match crate::history::split_header(&payload) {
+                Ok((position, payload)) => Message { channel: name.clone(), payload, position },
+                Err(why) => {
+                    // Another publisher's bug, not ours to crash on: drop it, say so once per
+                    // message and count it.
+                    tracing::warn!(addr = %self.addr, channel = %name, why,
+                        "dropping a message with a malformed history header");
+                    self.metrics.malformed.increment(1);
+                    return;
+                }
+            }
+        } else {
+            Message::new(name.clone(), payload)
+        };
+        match self.incoming.try_send(message) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(message)) => {
                 // The hub is behind. Awaiting pushes back on Redis (through TCP); the time
