@@ -137,6 +137,10 @@ impl Hub {
         if page.epoch != next.epoch {
             return false;
         }
+        // A new epoch (history was lost, e.g. Redis restarted empty): deliver it from its start.
+        if cursor.at.as_ref().is_none_or(|at| at.epoch != next.epoch) {
+            cursor.at = Some(Position { offset: 0, epoch: next.epoch.clone() });
+        }
         let mut touched = Vec::new();
         for m in page.messages.iter().filter(|m| m.offset < next.offset) {
             let position = Position { offset: m.offset, epoch: page.epoch.clone() };
@@ -184,10 +188,8 @@ impl Hub {
 impl Cursor {
     /// Like [`Cursor::admit`] for a healed message: delivered when it is the next one.
     fn admit_healed(&mut self, p: &Position) -> bool {
-        let next = match &self.at {
-            Some(at) if at.epoch == p.epoch => p.offset == at.offset + 1,
-            _ => p.offset == 1,
-        };
+        let next =
+            self.at.as_ref().is_some_and(|at| at.epoch == p.epoch && p.offset == at.offset + 1);
         if next {
             self.at = Some(p.clone());
         }
