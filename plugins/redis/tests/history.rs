@@ -192,6 +192,11 @@ async fn redis_backend_keeps_history() {
     let server = RedisServer::start();
     assert!(standalone(&server).await.has_history());
     run_checks(|| async { Pair::new(standalone(&server).await, standalone(&server).await) }).await;
+    // The shared contract every history backend keeps (the memory backend runs it too).
+    switchyard_backend::conformance::run_history(|| async {
+        Pair::new(standalone(&server).await, standalone(&server).await)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,6 +204,10 @@ async fn redis_cluster_backend_keeps_history() {
     let cluster = RedisCluster::start(3, 0);
     assert!(clustered(&cluster).await.has_history());
     run_checks(|| async { Pair::new(clustered(&cluster).await, clustered(&cluster).await) }).await;
+    switchyard_backend::conformance::run_history(|| async {
+        Pair::new(clustered(&cluster).await, clustered(&cluster).await)
+    })
+    .await;
 }
 
 /// `publish_kept` until it succeeds (after a restart the first ones may find no connection).
