@@ -27,6 +27,7 @@ pub(crate) const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
 pub(crate) const HTTP_CONNECTIONS: &str = "switchyard_http_connections";
 pub(crate) const ACCEPT_ERRORS: &str = "switchyard_accept_errors_total";
 pub(crate) const HISTORY_READS: &str = "switchyard_history_reads_total";
+pub(crate) const HISTORY_BACKEND_READS: &str = "switchyard_history_backend_reads_total";
 pub(crate) const MESSAGES_HEALED: &str = "switchyard_messages_healed_total";
 pub(crate) const GAPS_UNHEALED: &str = "switchyard_history_gaps_unhealed_total";
 pub(crate) const DISPATCH_RESTARTS: &str = "switchyard_dispatch_restarts_total";
@@ -101,6 +102,10 @@ fn describe() {
         "Messages a node read from history to fill a gap in its live stream"
     );
     describe_counter!(
+        HISTORY_BACKEND_READS,
+        "History reads that went to a backend (concurrent reads of one channel are shared)"
+    );
+    describe_counter!(
         GAPS_UNHEALED,
         "Gaps history no longer held; the channel's connections were closed with 4004 to recover"
     );
@@ -148,6 +153,7 @@ pub(crate) struct Metrics {
     pub history_reads: Counter,
     pub history_reads_recovery: Counter,
     pub history_reads_client: Counter,
+    pub history_backend_reads: Counter,
     pub healed: Counter,
     pub gaps_unhealed: Counter,
     pub slow_consumers: Counter,
@@ -176,6 +182,7 @@ impl Metrics {
             history_reads: counter!(HISTORY_READS, "purpose" => "healing"),
             history_reads_recovery: counter!(HISTORY_READS, "purpose" => "recovery"),
             history_reads_client: counter!(HISTORY_READS, "purpose" => "history"),
+            history_backend_reads: counter!(HISTORY_BACKEND_READS),
             healed: counter!(MESSAGES_HEALED),
             gaps_unhealed: counter!(GAPS_UNHEALED),
             slow_consumers: counter!(SLOW_CONSUMER_DISCONNECTS),

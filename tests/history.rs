@@ -390,3 +390,42 @@ async fn a_gap_history_no_longer_holds_closes_with_4004() {
     assert_eq!(sub.expect_close().await, 4004, "told to recover rather than shown a gap");
     broker.shutdown().await;
 }
+
+/// `switchyard_history_backend_reads_total` of a broker process of its own.
+async fn backend_reads(broker: &common::ServedBroker) -> f64 {
+    common::sum_samples(&broker.metrics().await, "switchyard_history_backend_reads_total")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_shares_history_reads() {
+    const CLIENTS: usize = 500;
+    let broker = common::ServedBroker::start(&config("storm", "")).await;
+    let url = format!("ws://{}/ws", broker.addr);
+    let mut publisher = Client::connect(&url).await;
+    let first = publish(&mut publisher, "chat.storm", json!({"n": 1})).await;
+    for n in 2..=6 {
+        publish(&mut publisher, "chat.storm", json!({"n": n})).await;
+    }
+    let before = backend_reads(&broker).await;
+    // Every client was at offset 1 and comes back at once.
+    let query = format!("{url}?channel=chat.storm&since=chat.storm:1:{}", epoch(&first));
+    let storm: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let query = query.clone();
+            tokio::spawn(async move {
+                let mut c = Client::connect(&query).await;
+                let ok = c.recv().await;
+                assert_eq!(ok["recovered"], true, "{ok}");
+                assert_eq!(messages(&mut c, 5).await, (2..=6).map(|n| (n, n)).collect::<Vec<_>>());
+                c
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for c in storm {
+        clients.push(c.await.expect("a storm client"));
+    }
+    let reads = backend_reads(&broker).await - before;
+    assert!(reads <= 20.0, "{CLIENTS} recovering clients cost {reads} backend reads");
+    drop(clients);
+}

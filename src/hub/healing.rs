@@ -67,15 +67,25 @@ impl Cursor {
         verdict
     }
 
+    /// The last position delivered, unless a heal is in flight (then delivery is behind
+    /// what has arrived, and a recovering client must not be promised it).
+    pub(super) fn delivered(&self) -> Option<Position> {
+        if self.held.is_some() {
+            return None;
+        }
+        self.at.clone()
+    }
+
     pub(super) fn hold(&mut self, message: Message) {
         self.held.get_or_insert_with(Vec::new).push(message);
     }
 
-    /// Records what a subscribing client learned: the channel's retention, and (when nothing
-    /// was delivered yet) the position its subscription took effect at.
-    pub(super) fn learn(&mut self, at: Position, retention: Retention) {
+    /// Records what a recovering client settled on: the channel's retention, and the seam
+    /// position when this node has delivered nothing of that epoch yet, so that live messages
+    /// up to it (already replayed, or older than the subscription) are dropped as duplicates.
+    pub(super) fn settle(&mut self, at: Position, retention: Retention) {
         self.retention = Some(retention);
-        if self.at.is_none() {
+        if self.at.as_ref().is_none_or(|a| a.epoch != at.epoch) {
             self.at = Some(at);
         }
     }
@@ -121,7 +131,10 @@ impl Hub {
     ) -> Option<Page> {
         let limit = missing.min(retention.size);
         for attempt in 1..=HEAL_ATTEMPTS {
-            match self.history(key.backend, &key.channel, Some(since), limit, retention).await {
+            match self
+                .history(key.backend, &key.channel, Some(since), limit, retention, false)
+                .await
+            {
                 Ok(page) => return Some(page),
                 Err(e) if attempt == HEAL_ATTEMPTS => {
                     tracing::warn!(channel = %key.channel, error = %e, "cannot read history to heal a gap");
@@ -222,7 +235,7 @@ mod tests {
         assert_eq!(c.admit(&at(6, "e")), Admit::Deliver);
         assert_eq!(c.admit(&at(6, "e")), Admit::Duplicate);
         assert_eq!(c.admit(&at(8, "e")), Admit::Deliver, "no retention known: cannot heal");
-        c.learn(at(0, "e"), Retention { size: 10, ttl: Duration::from_secs(1) });
+        c.settle(at(0, "e"), Retention { size: 10, ttl: Duration::from_secs(1) });
         assert_eq!(c.admit(&at(10, "e")), Admit::Heal);
         c.hold(Message {
             channel: Arc::from("c"),

@@ -42,10 +42,11 @@ impl Hub {
     }
 
     /// Reads the channel's history (see `Backend::history`). Reads of a subscribed topic are
-    /// shared: a reader waits for the read in flight, then takes the last read when it began
-    /// after this reader arrived and covers its range, or makes the next read itself. So a
-    /// thousand clients recovering one channel at once cost a handful of reads, and no reader
-    /// gets a page older than its own subscription.
+    /// shared: a reader waits for the read in flight, then takes the last read when it covers
+    /// its range and began after this reader arrived (or at any time, with `any_age`: the
+    /// caller checks the page against what the node has seen, see [`Hub::promote`]), or makes
+    /// the next read itself. So a thousand clients recovering one channel at once cost a
+    /// handful of reads.
     pub(crate) async fn history(
         &self,
         backend: usize,
@@ -53,30 +54,27 @@ impl Hub {
         since: Option<u64>,
         limit: usize,
         retention: Retention,
+        any_age: bool,
     ) -> Result<Page, BackendError> {
         let b = self.backend_of(backend)?;
         let key = TopicKey { backend, channel: Arc::from(channel) };
         let Some(topic) = self.topic(&key) else {
+            self.metrics.history_backend_reads.increment(1);
             return b.backend.history(channel, since, limit, retention).await;
         };
         let arrived = Instant::now();
         let mut last = topic.last_read.lock().await;
+        let arrived = if any_age { last.as_ref().map_or(arrived, |r| r.began) } else { arrived };
         if let Some(shared) = last.as_ref().and_then(|r| r.answer(arrived, since, limit)) {
             return shared;
         }
         let began = Instant::now();
+        self.metrics.history_backend_reads.increment(1);
         let result = b.backend.history(channel, since, limit, retention).await;
         // A failure is shared too: readers queued behind a read that timed out must not each
         // wait out their own timeout.
         *last = Some(SharedRead { began, since, limit, result: result.clone() });
         result
-    }
-
-    /// Records a history topic's position and retention for gap healing.
-    pub(crate) fn learn(&self, key: &TopicKey, at: Position, retention: Retention) {
-        if let Some(topic) = self.topic(key) {
-            topic.cursor().learn(at, retention);
-        }
     }
 
     /// Subscribes `conn` to a topic with a fresh buffer in place of its outbox; the buffer.
@@ -92,19 +90,26 @@ impl Hub {
         Ok(buffer)
     }
 
-    /// Moves `conn` from its buffer to `to`. `seam` gets the buffered frames and returns what
-    /// `to` receives, in order (the answer, the replay, then the buffered frames); it runs under
-    /// the topic's lock, so no live frame is queued around it. A buffer that overflowed closes
-    /// `to` as a slow consumer.
+    /// Moves `conn` from its buffer to `to`. `seam` gets the buffered frames and the last
+    /// position this node delivered on the topic, and returns what `to` receives, in order
+    /// (the answer, the replay, then the buffered frames) with the seam position, or gives the
+    /// frames back when its page turned out older than what the node has seen (then nothing
+    /// changes and this returns false). It runs under the topic's locks, so no live frame is
+    /// queued around it; the cursor settles on the seam (see `Cursor::settle`). A buffer that
+    /// overflowed closes `to` as a slow consumer.
     pub(crate) fn promote(
         &self,
         key: &TopicKey,
         conn: ConnKey,
         to: &Arc<Outbox>,
-        seam: impl FnOnce(Vec<Bytes>) -> Vec<Bytes>,
-    ) {
+        retention: Retention,
+        seam: impl FnOnce(Vec<Bytes>, Option<Position>) -> Result<(Vec<Bytes>, Position), Vec<Bytes>>,
+    ) -> bool {
         let topic = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
-        let Some(topic) = topic else { return };
+        let Some(topic) = topic else { return true };
+        // Cursor before subscribers, as everywhere.
+        let mut cursor = topic.cursor();
+        let delivered = cursor.delivered();
         let mut subscribers = topic.subscribers();
         let buffered = match subscribers.get(&conn) {
             Some(buffer) if buffer.is_closing() => {
@@ -115,7 +120,22 @@ impl Hub {
             Some(buffer) => buffer.drain_frames(),
             None => Vec::new(),
         };
-        for frame in seam(buffered) {
+        let frames = match seam(buffered, delivered) {
+            Ok((frames, at)) => {
+                cursor.settle(at, retention);
+                frames
+            }
+            Err(frames) => {
+                // Back where they were: the buffer held them a moment ago, so they fit.
+                if let Some(buffer) = subscribers.get(&conn) {
+                    for frame in frames {
+                        let _ = buffer.push(frame);
+                    }
+                }
+                return false;
+            }
+        };
+        for frame in frames {
             if to.push(frame) == Push::Overflowed {
                 self.metrics.slow_consumers.increment(1);
                 break;
@@ -123,7 +143,9 @@ impl Hub {
         }
         subscribers.insert(conn, to.clone());
         drop(subscribers);
+        drop(cursor);
         to.kick();
+        true
     }
 }
 

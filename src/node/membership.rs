@@ -80,13 +80,13 @@ impl Membership {
 
     /// Ends the hold-back: the outbox gets what `seam` makes of the buffered frames (see
     /// `Hub::promote`), then every live message.
-    pub(crate) fn promote(&self, topic: &TopicKey, seam: impl FnOnce(Vec<Bytes>) -> Vec<Bytes>) {
-        self.node.hub.promote(topic, self.key, &self.outbox, seam);
-    }
-
-    /// Tells the hub a history topic's position and retention (for gap healing).
-    pub(crate) fn learn(&self, topic: &TopicKey, at: Position, retention: Retention) {
-        self.node.hub.learn(topic, at, retention);
+    pub(crate) fn promote(
+        &self,
+        topic: &TopicKey,
+        retention: Retention,
+        seam: impl FnOnce(Vec<Bytes>, Option<Position>) -> Result<(Vec<Bytes>, Position), Vec<Bytes>>,
+    ) -> bool {
+        self.node.hub.promote(topic, self.key, &self.outbox, retention, seam)
     }
 
     /// Drops one reference on a topic, unsubscribing through the hub on the last.

@@ -154,10 +154,11 @@ pub(crate) async fn read_history(
     since: Option<u64>,
     limit: usize,
     settings: HistorySettings,
+    any_age: bool,
 ) -> Result<Page, OpError> {
     node.metrics.history_reads_recovery.increment(1);
     node.hub
-        .history(topic.backend, &topic.channel, since, limit, settings.retention)
+        .history(topic.backend, &topic.channel, since, limit, settings.retention, any_age)
         .await
         .map_err(unavailable)
 }
@@ -192,7 +193,7 @@ pub(crate) async fn history(
     node.metrics.history_reads_client.increment(1);
     let page = node
         .hub
-        .history(topic.backend, &topic.channel, since, limit, settings.retention)
+        .history(topic.backend, &topic.channel, since, limit, settings.retention, false)
         .await
         .map_err(unavailable)?;
     Ok((name, page))

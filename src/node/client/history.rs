@@ -56,24 +56,26 @@ impl Client {
         let limit = since.map_or(0, |_| settings.recovery_max.saturating_add(1));
         let read = since.map(|s| s.offset);
         let node = self.node().clone();
-        let page = match ops::read_history(&node, &topic, read, limit, settings).await {
-            Ok(page) => page,
-            Err(e) => {
-                self.member.release(&topic).await;
-                return Err(e);
-            }
-        };
-        let recovered = since.map(|s| recoverable(s, &page, settings));
-        let answer = id.is_some() || since.is_some();
-        let mut at = Position { offset: page.top, epoch: page.epoch.clone() };
-        self.member.promote(&topic, |buffered| {
+        // First a page another recovering client may already have read; when it turns out
+        // older than what this node has delivered, a read of our own, which cannot be.
+        for fresh in [false, true] {
+            let page = match ops::read_history(&node, &topic, read, limit, settings, !fresh).await {
+                Ok(page) => page,
+                Err(e) => {
+                    self.member.release(&topic).await;
+                    return Err(e);
+                }
+            };
+            let recovered = since.map(|s| recoverable(s, &page, settings));
+            let answer = Answer { id, recovered, send: id.is_some() || since.is_some() };
             let replay = since.filter(|_| recovered == Some(true));
-            let (frames, took_effect) = seam(id, &page, replay, recovered, answer, buffered);
-            at = took_effect;
-            frames
-        });
-        // Tells the hub's gap healing where this channel stands and how to read it.
-        self.member.learn(&topic, at, settings.retention);
+            let settled = self.member.promote(&topic, settings.retention, |buffered, delivered| {
+                seam(&answer, &page, replay, fresh, buffered, delivered)
+            });
+            if settled {
+                break;
+            }
+        }
         self.subscriptions.insert(name, topic);
         Ok(Done::Answered)
     }
@@ -94,25 +96,49 @@ impl Client {
     }
 }
 
-/// What the client's outbox gets when the hold-back ends, in order: the `ok` with the position
-/// the subscription took effect at, the replay (when recovering), the held-back live messages.
+/// The `ok` a subscribe on a history channel gets.
+struct Answer<'a> {
+    id: Option<&'a RawValue>,
+    recovered: Option<bool>,
+    /// Whether to send it at all (always when recovering, else only for frames with an id).
+    send: bool,
+}
+
+/// What the client's outbox gets when the hold-back ends, in order: the `ok` with the seam
+/// position, the replay (when recovering), the held-back live messages; and the seam position.
+///
+/// The seam is the last offset this client gets from the page rather than live: just before
+/// the first held-back message, or, with none held back, the last one this node delivered
+/// (anything newer reaches it live, in order, through the node's cursor), or, when the node
+/// has delivered nothing of this epoch, the page's top (the cursor then settles there, so
+/// live copies of replayed messages are dropped). A `page` that is not `fresh` (shared with
+/// another reader) that does not reach the seam, or is of another epoch than what the node
+/// delivered, is given back: the caller reads again.
 fn seam(
-    id: Option<&RawValue>,
+    answer: &Answer<'_>,
     page: &Page,
     replay_after: Option<&Since<'_>>,
-    recovered: Option<bool>,
-    answer: bool,
+    fresh: bool,
     buffered: Vec<Bytes>,
-) -> (Vec<Bytes>, Position) {
-    // Held-back messages were published after the subscription took effect; the first of them
-    // follows the last one before it, so the position is the one before it (offsets have no
-    // holes). With none held back, nothing was published since the read.
+    delivered: Option<Position>,
+) -> Result<(Vec<Bytes>, Position), Vec<Bytes>> {
     let first_live = buffered.first().and_then(|f| position::offset_of(wire::frame_payload(f)));
-    let at = first_live.map_or(page.top, |o| o.saturating_sub(1).min(page.top));
+    let same_epoch = delivered.as_ref().is_some_and(|d| d.epoch == page.epoch);
+    let at = match (first_live, &delivered) {
+        (Some(first), _) => first.saturating_sub(1),
+        (None, Some(d)) if same_epoch => d.offset,
+        _ => page.top,
+    };
+    let stale = at > page.top || (delivered.is_some() && !same_epoch);
+    if stale && !fresh {
+        return Err(buffered);
+    }
+    let at = at.min(page.top);
     let took_effect = Position { offset: at, epoch: page.epoch.clone() };
     let mut out = Vec::with_capacity(1 + page.messages.len() + buffered.len());
-    if answer {
-        out.push(wire::text_frame(&position::ok_at(id, &took_effect, recovered)));
+    if answer.send {
+        let ok = position::ok_at(answer.id, &took_effect, answer.recovered);
+        out.push(wire::text_frame(&ok));
     }
     if let Some(since) = replay_after {
         for m in page.messages.iter().filter(|m| m.offset > since.offset && m.offset <= at) {
@@ -121,5 +147,5 @@ fn seam(
         }
     }
     out.extend(buffered);
-    (out, took_effect)
+    Ok((out, took_effect))
 }
