@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::positions::{epoch, offset, subscribe};
 use common::{Client, Secrets, TestBroker};
 use serde_json::{json, Value};
 use switchyard_memory::{MemoryBackend, MemoryBus};
@@ -43,25 +44,6 @@ async fn publish(c: &mut Client, channel: &str, data: Value) -> Value {
     let ack = c.request(json!({"op":"publish","channel":channel,"data":data})).await;
     assert_eq!(ack["op"], "ok", "publish answered {ack}");
     ack
-}
-
-/// Subscribes (with `since` when given) and returns the `ok`.
-async fn subscribe(c: &mut Client, channel: &str, since: Option<(u64, &str)>) -> Value {
-    let mut frame = json!({"op":"subscribe","channel":channel});
-    if let Some((offset, epoch)) = since {
-        frame["since"] = json!({"offset": offset, "epoch": epoch});
-    }
-    let ok = c.request(frame).await;
-    assert_eq!(ok["op"], "ok", "subscribe answered {ok}");
-    ok
-}
-
-fn epoch(v: &Value) -> String {
-    v["epoch"].as_str().unwrap_or_else(|| panic!("no epoch in {v}")).to_string()
-}
-
-fn offset(v: &Value) -> u64 {
-    v["offset"].as_u64().unwrap_or_else(|| panic!("no offset in {v}"))
 }
 
 /// Reads `n` messages and returns their (offset, data["n"]).

@@ -7,7 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, Client, TestBroker};
+use common::positions::{offset, subscribe};
+use common::{Client, TestBroker};
 use serde_json::{json, Value};
 use switchyard_redis::testing::{RedisCluster, RedisServer};
 
@@ -45,28 +46,8 @@ recovery_max = 1000
 async fn two_nodes(kind: &str, urls: &[String]) -> (TestBroker, TestBroker) {
     let a = TestBroker::start(&toml("a", kind, urls)).await;
     let b = TestBroker::start(&toml("b", kind, urls)).await;
-    for broker in [&a, &b] {
-        let addr = broker.addr;
-        eventually("the node is ready", || async move {
-            common::http(addr, "GET", "/readyz", &[], "").await.0 == 200
-        })
-        .await;
-    }
+    common::wait_ready(&[&a, &b]).await;
     (a, b)
-}
-
-fn offset(v: &Value) -> u64 {
-    v["offset"].as_u64().unwrap_or_else(|| panic!("no offset in {v}"))
-}
-
-async fn subscribe(c: &mut Client, channel: &str, since: Option<(u64, &str)>) -> Value {
-    let mut frame = json!({"op":"subscribe","channel":channel});
-    if let Some((offset, epoch)) = since {
-        frame["since"] = json!({"offset": offset, "epoch": epoch});
-    }
-    let ok = c.request(frame).await;
-    assert_eq!(ok["op"], "ok", "{ok}");
-    ok
 }
 
 /// Publishes until one is acknowledged (a fault may answer `unavailable` meanwhile).

@@ -49,13 +49,7 @@ publish = "anyone"
 async fn two_nodes(kind: &str, urls: &[String]) -> (TestBroker, TestBroker) {
     let a = TestBroker::start(&toml("a", kind, urls)).await;
     let b = TestBroker::start(&toml("b", kind, urls)).await;
-    for broker in [&a, &b] {
-        let addr = broker.addr;
-        eventually("the node is ready", || async move {
-            common::http(addr, "GET", "/readyz", &[], "").await.0 == 200
-        })
-        .await;
-    }
+    common::wait_ready(&[&a, &b]).await;
     (a, b)
 }
 

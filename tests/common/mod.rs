@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 mod http_client;
+pub mod positions;
 mod served;
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
@@ -78,6 +79,17 @@ impl Secrets {
         let path = self.dir.path().join(name);
         std::fs::write(&path, format!("{contents}\n")).expect("write secret file");
         path.to_str().expect("utf-8 temp path").to_string()
+    }
+}
+
+/// Waits until every broker in `brokers` answers `/readyz` with 200 (its backends are up).
+pub async fn wait_ready(brokers: &[&TestBroker]) {
+    for broker in brokers {
+        let addr = broker.addr;
+        eventually("the node is ready", || async move {
+            http(addr, "GET", "/readyz", &[], "").await.0 == 200
+        })
+        .await;
     }
 }
 
