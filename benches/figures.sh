@@ -5,21 +5,7 @@
 #   benches/figures.sh            (from the repository root; needs redis-server and redis-cli)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin switchyard --bin switchyard-load >/dev/null
-out=$(mktemp -d)
-load=target/release/switchyard-load
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    benches/redis-cluster.sh stop 7101 >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-serve() { # config-file port
-    target/release/switchyard serve ${1:+--config "$1"} >"$out/broker-$2.log" 2>&1 &
-    pids+=($!)
-    until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do sleep 0.1; done
-}
+source benches/lib.sh
 
 median() { # name file-glob python-expression-over-report-d
     python3 - "$1" "$3" $2 <<'PY'
@@ -61,8 +47,7 @@ done
 benches/redis-cluster.sh start 7101 >/dev/null
 for n in a b; do
     port=$([ $n = a ] && echo 8081 || echo 8082)
-    sed "s/node-a/node-$n/; s/127.0.0.1:8080/127.0.0.1:$port/; s/7001/7101/; s/7002/7102/; s/7003/7103/" \
-        config/redis-cluster.toml >"$out/node-$n.toml"
+    cluster_node_config "$n" "$port" >"$out/node-$n.toml"
     serve "$out/node-$n.toml" "$port"
 done
 two=$(IFS=,; echo "${pids[*]:1}")

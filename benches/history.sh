@@ -5,32 +5,15 @@
 #   benches/history.sh            (from the repository root; needs redis-server and redis-cli)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin switchyard --bin switchyard-load >/dev/null
-out=$(mktemp -d)
-load=target/release/switchyard-load
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    benches/redis-cluster.sh stop 7101 >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-
-serve() { # config-file port
-    target/release/switchyard serve --config "$1" >"$out/broker-$2.log" 2>&1 &
-    pids+=($!)
-    until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do sleep 0.1; done
-}
+source benches/lib.sh
 
 benches/redis-cluster.sh start 7101 >/dev/null
 for mode in off on; do
     for n in a b; do
         port=$([ $n = a ] && echo 8081 || echo 8082)
-        sed "s/node-a/node-$n/; s/127.0.0.1:8080/127.0.0.1:$port/; s/7001/7101/; s/7002/7102/; s/7003/7103/" \
-            config/redis-cluster.toml >"$out/node-$n-$mode.toml"
-        if [ $mode = on ]; then
-            # The load generator's channel falls to the catch-all route: give it history.
-            printf 'history_size = 1000\n' >>"$out/node-$n-$mode.toml"
-        fi
+        # The load generator's channel falls to the last (catch-all) route: give it history.
+        extra=$([ $mode = on ] && echo 'history_size = 1000' || true)
+        cluster_node_config "$n" "$port" "$extra" >"$out/node-$n-$mode.toml"
         serve "$out/node-$n-$mode.toml" "$port"
     done
     two=$(IFS=,; echo "${pids[*]}")

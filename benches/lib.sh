@@ -1,0 +1,24 @@
+# Shared by the benchmark scripts (sourced from the repository root): release build, a scratch
+# directory, brokers started in the background and stopped on exit, with the local Redis
+# Cluster of benches/redis-cluster.sh.
+cargo build --release --bin switchyard --bin switchyard-load >/dev/null
+out=$(mktemp -d)
+load=target/release/switchyard-load
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    benches/redis-cluster.sh stop 7101 >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+serve() { # config-file (empty: the built-in default) port
+    target/release/switchyard serve ${1:+--config "$1"} >"$out/broker-$2.log" 2>&1 &
+    pids+=($!)
+    until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do sleep 0.1; done
+}
+
+cluster_node_config() { # node-letter port [extra-line] > file: config/redis-cluster.toml for this node
+    sed "s/node-a/node-$1/; s/127.0.0.1:8080/127.0.0.1:$2/; s/7001/7101/; s/7002/7102/; s/7003/7103/" \
+        config/redis-cluster.toml
+    if [ -n "${3:-}" ]; then printf '%s\n' "$3"; fi
+}
