@@ -122,7 +122,7 @@ async fn nothing_is_replayed_when_it_cannot_all_be() {
     let mut c2 = broker.connect("").await;
     let ok = subscribe(&mut c2, "chat.f", Some((2, &e))).await;
     assert_eq!((ok["recovered"].as_bool(), offset(&ok)), (Some(false), 14), "{ok}");
-    // Trimmed: 20 kept, so offset 1's successors up to 30 are not all there.
+    // Within recovery_max and all kept: recovered.
     for n in 15..=30 {
         publish(&mut publisher, "chat.f", json!({"n": n})).await;
     }
@@ -130,6 +130,24 @@ async fn nothing_is_replayed_when_it_cannot_all_be() {
     let ok = subscribe(&mut c3, "chat.f", Some((25, &e))).await;
     assert_eq!(ok["recovered"], true, "5 missed, all kept: {ok}");
     assert_eq!(messages(&mut c3, 5).await, (26..=30).map(|n| (n, n)).collect::<Vec<_>>());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_trimmed_range_is_not_recovered() {
+    // 5 kept, up to 10 recoverable: 8 missed is within recovery_max, but 3 of them are gone.
+    let small = config("n1", "").replace("history_size = 20", "history_size = 5");
+    let broker = TestBroker::start(&small).await;
+    let mut publisher = broker.connect("").await;
+    let first = publish(&mut publisher, "chat.t", json!({"n": 1})).await;
+    for n in 2..=10 {
+        publish(&mut publisher, "chat.t", json!({"n": n})).await;
+    }
+    let mut c = broker.connect("").await;
+    let ok = subscribe(&mut c, "chat.t", Some((2, &epoch(&first)))).await;
+    assert_eq!((ok["recovered"].as_bool(), offset(&ok)), (Some(false), 10), "{ok}");
+    publish(&mut publisher, "chat.t", json!({"n": 11})).await;
+    assert_eq!(messages(&mut c, 1).await, vec![(11, 11)], "no partial replay, only live");
     broker.shutdown().await;
 }
 
