@@ -178,8 +178,19 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError<'_>> {
         }
         return Err(bad(id, "missing field `op`"));
     };
-    let op = string_field(id, "op", Some(op_raw))?;
-    let op = match &*op {
+    let name = string_field(id, "op", Some(op_raw))?;
+    let op = operation(id, &name, &wire)?;
+    Ok(ClientFrame { id, op })
+}
+
+/// The operation `name` with its fields taken from `wire`.
+fn operation<'a>(
+    id: Option<&'a RawValue>,
+    name: &str,
+    wire: &Wire<'a>,
+) -> Result<ClientOp<'a>, DecodeError<'a>> {
+    let data = || wire.data.ok_or_else(|| bad(id, "missing field `data`"));
+    Ok(match name {
         "subscribe" => ClientOp::Subscribe {
             channel: string_field(id, "channel", wire.channel)?,
             since: wire.since.map(position::parse_since).transpose().map_err(|m| bad(id, m))?,
@@ -193,25 +204,16 @@ pub fn decode(text: &str) -> Result<ClientFrame<'_>, DecodeError<'_>> {
         "unsubscribe" => {
             ClientOp::Unsubscribe { channel: string_field(id, "channel", wire.channel)? }
         }
-        "publish" => ClientOp::Publish {
-            channel: string_field(id, "channel", wire.channel)?,
-            data: wire.data.ok_or_else(|| bad(id, "missing field `data`"))?,
-        },
-        "send" => ClientOp::Send {
-            to: string_field(id, "to", wire.to)?,
-            data: wire.data.ok_or_else(|| bad(id, "missing field `data`"))?,
-        },
+        "publish" => {
+            ClientOp::Publish { channel: string_field(id, "channel", wire.channel)?, data: data()? }
+        }
+        "send" => ClientOp::Send { to: string_field(id, "to", wire.to)?, data: data()? },
         "ping" => ClientOp::Ping,
         other => {
-            return Err(bad(
-                id,
-                format!(
-                    "unknown op {other:?}; expected subscribe, unsubscribe, publish, send, history or ping"
-                ),
-            ))
+            let expected = "subscribe, unsubscribe, publish, send, history or ping";
+            return Err(bad(id, format!("unknown op {other:?}; expected {expected}")));
         }
-    };
-    Ok(ClientFrame { id, op })
+    })
 }
 
 /// Appends `s` as a JSON string literal.
