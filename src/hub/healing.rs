@@ -171,8 +171,10 @@ impl Hub {
     fn unhealable(&self, topic: &Topic, key: &TopicKey, next: &Position) {
         self.metrics.gaps_unhealed.increment(1);
         tracing::warn!(channel = %key.channel, offset = next.offset, "history no longer holds a gap; closing the channel's connections so they recover");
-        for outbox in topic.subscribers().values() {
-            outbox.close(close::HISTORY_GAP, "messages were lost: resubscribe with your position");
+        for subscriber in topic.subscribers().values() {
+            subscriber
+                .outbox
+                .close(close::HISTORY_GAP, "messages were lost: resubscribe with your position");
         }
     }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use switchyard_backend::{BackendError, Page, Position, Retention};
 
-use super::{ConnKey, Hub, TopicKey};
+use super::{ConnKey, Hub, Subscriber, TopicKey};
 use crate::outbox::{Outbox, Push};
 use crate::protocol::wire;
 
@@ -103,7 +103,7 @@ impl Hub {
         conn: ConnKey,
         to: &Arc<Outbox>,
         retention: Retention,
-        seam: impl FnOnce(Vec<Bytes>, Option<Position>) -> Result<(Vec<Bytes>, Position), Vec<Bytes>>,
+        seam: impl FnOnce(Vec<Bytes>, Option<Position>) -> Result<Settled, Vec<Bytes>>,
     ) -> bool {
         let topic = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned();
         let Some(topic) = topic else { return true };
@@ -111,7 +111,7 @@ impl Hub {
         let mut cursor = topic.cursor();
         let delivered = cursor.delivered();
         let mut subscribers = topic.subscribers();
-        let buffered = match subscribers.get(&conn) {
+        let buffered = match subscribers.get(&conn).map(|s| &s.outbox) {
             Some(buffer) if buffer.is_closing() => {
                 let reason = "slow consumer: too many messages during recovery";
                 to.close(wire::close::SLOW_CONSUMER, reason);
@@ -120,33 +120,43 @@ impl Hub {
             Some(buffer) => buffer.drain_frames(),
             None => Vec::new(),
         };
-        let frames = match seam(buffered, delivered) {
-            Ok((frames, at)) => {
-                cursor.settle(at, retention);
-                frames
-            }
+        let settled = match seam(buffered, delivered) {
+            Ok(settled) => settled,
             Err(frames) => {
                 // Back where they were: the buffer held them a moment ago, so they fit.
                 if let Some(buffer) = subscribers.get(&conn) {
                     for frame in frames {
-                        let _ = buffer.push(frame);
+                        let _ = buffer.outbox.push(frame);
                     }
                 }
                 return false;
             }
         };
-        for frame in frames {
+        cursor.settle(settled.at, retention);
+        for frame in settled.frames {
             if to.push(frame) == Push::Overflowed {
                 self.metrics.slow_consumers.increment(1);
                 break;
             }
         }
-        subscribers.insert(conn, to.clone());
+        let subscriber = Subscriber { outbox: to.clone(), floor: Some(settled.floor) };
+        subscribers.insert(conn, subscriber);
         drop(subscribers);
         drop(cursor);
         to.kick();
         true
     }
+}
+
+/// What a recovering connection settled on at its seam (see `Hub::promote`).
+pub(crate) struct Settled {
+    /// What its outbox gets first: the answer, the replay, the held-back messages.
+    pub(crate) frames: Vec<Bytes>,
+    /// The position its subscription took effect at.
+    pub(crate) at: Position,
+    /// The last position it has been given (at least `at`; more when the client's own
+    /// position was ahead of this node).
+    pub(crate) floor: Position,
 }
 
 /// A finished history read of one topic, kept for readers that arrived before it began.

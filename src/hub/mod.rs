@@ -14,6 +14,8 @@ mod healing;
 mod history;
 mod inbox;
 
+pub(crate) use history::Settled;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -38,8 +40,30 @@ pub(crate) struct TopicKey {
 /// A local connection as the hub sees it: the random part of its connection id.
 pub(crate) type ConnKey = u64;
 
+/// One local connection on a topic.
+struct Subscriber {
+    outbox: Arc<Outbox>,
+    /// History topics: this connection was given everything up to here by a recovery replay
+    /// (or its position was ahead of this node's); live copies at or before it are skipped.
+    floor: Option<Position>,
+}
+
+impl Subscriber {
+    fn new(outbox: Arc<Outbox>) -> Subscriber {
+        Subscriber { outbox, floor: None }
+    }
+
+    /// Whether a message at `position` was already given to this connection.
+    fn has(&self, position: Option<&Position>) -> bool {
+        match (position, &self.floor) {
+            (Some(p), Some(floor)) => p.epoch == floor.epoch && p.offset <= floor.offset,
+            _ => false,
+        }
+    }
+}
+
 struct Topic {
-    subscribers: Mutex<HashMap<ConnKey, Arc<Outbox>>>,
+    subscribers: Mutex<HashMap<ConnKey, Subscriber>>,
     /// History topics: where delivery stands (see `healing`). Locked before `subscribers`.
     cursor: Mutex<healing::Cursor>,
     /// History topics: the last history read, shared by readers that arrived before it began
@@ -55,7 +79,7 @@ impl Topic {
         self.cursor.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<ConnKey, Arc<Outbox>>> {
+    fn subscribers(&self) -> std::sync::MutexGuard<'_, HashMap<ConnKey, Subscriber>> {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -248,7 +272,11 @@ impl Hub {
         };
         let subscribers = topic.subscribers();
         let mut queued = 0;
-        for outbox in subscribers.values() {
+        for subscriber in subscribers.values() {
+            if subscriber.has(position) {
+                continue;
+            }
+            let outbox = &subscriber.outbox;
             match outbox.push(frame.clone()) {
                 Push::Queued => queued += 1,
                 Push::First => {
@@ -379,7 +407,7 @@ impl Hub {
                     })
                 })
                 .clone();
-            topic.subscribers().insert(conn, outbox.clone());
+            topic.subscribers().insert(conn, Subscriber::new(outbox.clone()));
             topic
         };
         let mut subscribed = topic.backend_subscribed.lock().await;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use switchyard_backend::{BackendError, Position, Retention};
 
 use super::Node;
-use crate::hub::{ConnKey, TopicKey};
+use crate::hub::{ConnKey, Settled, TopicKey};
 use crate::outbox::Outbox;
 
 pub(crate) struct Membership {
@@ -84,7 +84,7 @@ impl Membership {
         &self,
         topic: &TopicKey,
         retention: Retention,
-        seam: impl FnOnce(Vec<Bytes>, Option<Position>) -> Result<(Vec<Bytes>, Position), Vec<Bytes>>,
+        seam: impl FnOnce(Vec<Bytes>, Option<Position>) -> Result<Settled, Vec<Bytes>>,
     ) -> bool {
         self.node.hub.promote(topic, self.key, &self.outbox, retention, seam)
     }

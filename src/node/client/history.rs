@@ -14,7 +14,7 @@ use switchyard_backend::{Page, Position};
 
 use super::{Client, Done};
 use crate::channel::ChannelName;
-use crate::hub::TopicKey;
+use crate::hub::{Settled, TopicKey};
 use crate::node::ops::{self, Caller, OpError};
 use crate::protocol::{position, wire, Since};
 use crate::routing::HistorySettings;
@@ -121,7 +121,7 @@ fn seam(
     fresh: bool,
     buffered: Vec<Bytes>,
     delivered: Option<Position>,
-) -> Result<(Vec<Bytes>, Position), Vec<Bytes>> {
+) -> Result<Settled, Vec<Bytes>> {
     let first_live = buffered.first().and_then(|f| position::offset_of(wire::frame_payload(f)));
     let same_epoch = delivered.as_ref().is_some_and(|d| d.epoch == page.epoch);
     let at = match (first_live, &delivered) {
@@ -147,5 +147,13 @@ fn seam(
         }
     }
     out.extend(buffered);
-    Ok((out, took_effect))
+    // A client whose position is ahead of this node (it comes from a node that was ahead)
+    // must not get the messages in between again when they arrive here live.
+    let floor = match replay_after {
+        Some(s) if *s.epoch == *page.epoch && s.offset > at => {
+            Position { offset: s.offset, epoch: page.epoch.clone() }
+        }
+        _ => took_effect.clone(),
+    };
+    Ok(Settled { frames: out, at: took_effect, floor })
 }
