@@ -320,3 +320,37 @@ async fn no_client_channel_reads_a_node_inbox_on_redis() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// On a channel without history, `ok` means this node's own subscribers get the message: while
+/// the node's subscriber connection is re-subscribing (after Redis killed it, or restarted),
+/// publishes through the node are answered `unavailable`, never `ok` and then lost here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_history_ok_means_this_nodes_subscribers_get_it() {
+    let mut redis = RedisServer::start();
+    let (a, b) = two_nodes("redis", &[redis.url()]).await;
+    let mut sub = a.connect("channel=room.ok").await;
+    let mut publisher = a.connect("").await;
+    let mut delivered = 0;
+    for fault in 0..2 {
+        if fault == 0 {
+            assert!(redis.kill_pubsub_clients() >= 1);
+        } else {
+            tokio::task::block_in_place(|| redis.restart());
+        }
+        for n in 0..150u64 {
+            let frame = json!({"op":"publish","channel":"room.ok","data":{"n":n}});
+            let answer = publisher.request(frame).await;
+            if answer["op"] != "ok" {
+                assert_eq!(answer["code"], "unavailable", "{answer}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            let m = sub.recv().await;
+            assert_eq!(m["data"]["n"], n, "an acknowledged publish did not reach this node: {m}");
+            delivered += 1;
+        }
+    }
+    assert!(delivered > 100, "delivery resumed ({delivered} acknowledged)");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -38,6 +38,8 @@ struct Routing {
     map: Option<SlotMap>,
     publishers: HashMap<String, Vec<Arc<Publisher>>>,
     subscribers_up: Vec<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// Each master's subscriber connection, by address (see `RedisClusterBackend::publish`).
+    subscribers: HashMap<String, Arc<crate::health::Health>>,
 }
 
 enum Request {
@@ -196,6 +198,17 @@ impl Backend for RedisClusterBackend {
         // One budget for the whole call, redirect included: the caller hears back within the
         // command timeout however the publish goes.
         let deadline = Instant::now() + self.options.connection.command_timeout;
+        // Without history nothing heals a message this node's own subscribers miss: while the
+        // owning master's subscriber connection is re-subscribing, the publish is not known to
+        // reach them.
+        let routing = self.routing.load();
+        let owner = routing.map.as_ref().and_then(|m| m.owner_addr(key_slot(channel.as_bytes())));
+        if let Some(addr) = owner {
+            if routing.subscribers.get(&addr).is_some_and(|h| !h.is_settled()) {
+                let message = format!("redis {addr}: this node's subscriptions are not back yet");
+                return Err(BackendError::Unavailable(message));
+            }
+        }
         let cmd = history::publish_cmd("SPUBLISH", channel, &payload);
         crate::publisher::receivers(&self.routed(channel, Call::Command(&cmd), deadline).await?)
     }
@@ -586,6 +599,7 @@ impl Manager {
             map: self.map.clone(),
             publishers: self.publishers.iter().map(|(a, (p, _))| (a.clone(), p.clone())).collect(),
             subscribers_up,
+            subscribers: self.subscribers.iter().map(|(a, s)| (a.clone(), s.health())).collect(),
         }));
     }
 }

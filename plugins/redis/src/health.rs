@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Health {
     base: Instant,
     connected: AtomicBool,
+    /// Subscriber connections: every channel of the last (re)connect is confirmed again.
+    settled: AtomicBool,
     /// Milliseconds since `base`, plus one, since when we have been waiting on Redis without
     /// hearing from it; 0 when nothing is outstanding (or the clock is paused).
     waiting: AtomicU64,
@@ -25,6 +27,7 @@ impl Default for Health {
         Health {
             base: Instant::now(),
             connected: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
             waiting: AtomicU64::new(0),
         }
     }
@@ -39,6 +42,20 @@ impl Health {
     pub(crate) fn set_connected(&self, up: bool) {
         self.waiting.store(0, Ordering::Relaxed);
         self.connected.store(up, Ordering::Relaxed);
+        if !up {
+            self.settled.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// A subscriber connection's whole channel set is confirmed by Redis again.
+    pub(crate) fn set_settled(&self) {
+        self.settled.store(true, Ordering::Relaxed);
+    }
+
+    /// Connected with every channel it had re-subscribed: what is published now reaches
+    /// this node.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.is_connected() && self.settled.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_connected(&self) -> bool {

@@ -125,6 +125,15 @@ impl Backend for RedisBackend {
     }
 
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<u64, BackendError> {
+        // Without history nothing heals a message this node's own subscribers miss: while
+        // their connection is re-subscribing, the publish is not known to reach them.
+        let subscriber = &self.subscribers[self.shard(channel, self.subscribers.len())];
+        if !subscriber.is_settled() {
+            return Err(BackendError::Unavailable(format!(
+                "redis {}: this node's subscriptions are not back yet",
+                self.addr
+            )));
+        }
         let deadline = Instant::now() + self.options.connection.command_timeout;
         let publisher = &self.publishers[self.shard(channel, self.publishers.len())];
         let cmd = history::publish_cmd("PUBLISH", channel, &payload);

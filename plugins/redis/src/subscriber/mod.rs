@@ -140,6 +140,11 @@ impl SubscriberHandle {
         self.health.is_connected()
     }
 
+    /// Connected with its whole channel set confirmed again since the last (re)connect.
+    pub(crate) fn is_settled(&self) -> bool {
+        self.health.is_settled()
+    }
+
     /// Connected, and Redis not owing this connection an answer for longer than `limit`.
     pub(crate) fn is_up(&self, limit: Duration) -> bool {
         self.health.is_up(limit)
@@ -161,6 +166,9 @@ enum Pending {
     Subscribe(Arc<str>),
     Unsubscribe(Arc<str>, Option<Waiter>),
     Ping,
+    /// A PING sent right after re-subscribing a whole set: Redis answers in order, so its
+    /// PONG means every SUBSCRIBE before it is confirmed.
+    Settle,
 }
 
 /// Why a connected session ended.
@@ -270,6 +278,9 @@ impl Actor {
             conn.feed(&args[..]).await.map_err(|e| e.to_string())?;
             self.pending.push_back(Pending::Subscribe(channel.clone()));
         }
+        let ping: [&[u8]; 1] = [b"PING"];
+        conn.feed(&ping[..]).await.map_err(|e| e.to_string())?;
+        self.pending.push_back(Pending::Settle);
         conn.flush().await.map_err(|e| e.to_string())?;
         if !channels.is_empty() {
             self.health.sent();
@@ -321,7 +332,7 @@ impl Actor {
         if silent >= self.options.ping_interval * 2 {
             return Err(format!("redis owed a reply for {silent:?}"));
         }
-        if !self.pending.iter().any(|p| matches!(p, Pending::Ping)) {
+        if !self.pending.iter().any(|p| matches!(p, Pending::Ping | Pending::Settle)) {
             self.request(conn, &[b"PING"], Pending::Ping).await?;
         }
         Ok(())

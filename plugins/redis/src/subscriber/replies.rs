@@ -119,9 +119,12 @@ impl Actor {
         Ok(())
     }
 
+    /// A PONG answers the oldest PING out; the one that followed a re-subscribed set means the
+    /// set is confirmed.
     fn ponged(&mut self) {
-        if let Some(i) = self.pending.iter().position(|p| matches!(p, Pending::Ping)) {
-            self.pending.remove(i);
+        let oldest = self.pending.iter().position(|p| matches!(p, Pending::Ping | Pending::Settle));
+        if let Some(Pending::Settle) = oldest.and_then(|i| self.pending.remove(i)) {
+            self.health.set_settled();
         }
     }
 
@@ -148,6 +151,7 @@ impl Actor {
                     let _ = done.send(Ok(()));
                 }
             }
+            Some(Pending::Settle) => self.health.set_settled(),
             Some(Pending::Ping) | None => {
                 tracing::debug!(addr = %self.addr, %error, "redis error on subscriber connection")
             }
