@@ -3,7 +3,8 @@
 # Cluster of benches/redis-cluster.sh.
 cargo build --release --bin switchyard --bin switchyard-load >/dev/null
 out=$(mktemp -d)
-load=target/release/switchyard-load
+bin=${CARGO_TARGET_DIR:-target}/release
+load=$bin/switchyard-load
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -12,7 +13,7 @@ cleanup() {
 trap cleanup EXIT
 
 serve() { # config-file (empty: the built-in default) port
-    target/release/switchyard serve ${1:+--config "$1"} >"$out/broker-$2.log" 2>&1 &
+    "$bin/switchyard" serve ${1:+--config "$1"} >"$out/broker-$2.log" 2>&1 &
     pids+=($!)
     until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do sleep 0.1; done
 }

@@ -86,6 +86,8 @@ pub enum Scenario {
     Connections(ConnectionsArgs),
     /// N sockets trickling a request head they never finish; legitimate connect times.
     Slowloris(SlowlorisArgs),
+    /// M messages published to a history channel, then N clients recovering them at once.
+    Recover(RecoverArgs),
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]
@@ -198,6 +200,23 @@ pub struct SlowlorisArgs {
     pub no_reconnect: bool,
 }
 
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct RecoverArgs {
+    /// Clients recovering the channel at once.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Messages each client missed (published before they subscribe); at most the route's
+    /// `recovery_max` and `history_size`.
+    #[arg(long, default_value_t = 1000)]
+    pub missed: u64,
+    /// Channel to use; its route needs `history_size`.
+    #[arg(long, default_value = "bench.recover")]
+    pub channel: String,
+    /// Publishes in flight (sent, not yet acknowledged) while publishing the missed messages.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+}
+
 impl Scenario {
     /// Connections this scenario opens, to size file limits and source addresses.
     pub fn connections(&self) -> usize {
@@ -207,6 +226,7 @@ impl Scenario {
             Scenario::Rooms(a) => a.connections,
             Scenario::Connections(a) => a.connections,
             Scenario::Slowloris(a) => a.sockets + a.clients,
+            Scenario::Recover(a) => a.clients + 1,
         }
     }
 }

@@ -47,15 +47,28 @@ impl HttpClient {
     }
 
     pub async fn post_json(&mut self, path: &str, body: &[u8]) -> Result<Response> {
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(path)
-            .header(HOST, &self.authority)
-            .header(CONTENT_TYPE, "application/json");
+        self.request(Method::POST, path, Some(body)).await
+    }
+
+    /// `GET path` (e.g. `/metrics`).
+    pub async fn get(&mut self, path: &str) -> Result<Response> {
+        self.request(Method::GET, path, None).await
+    }
+
+    async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        json: Option<&[u8]>,
+    ) -> Result<Response> {
+        let mut req = Request::builder().method(method).uri(path).header(HOST, &self.authority);
+        if json.is_some() {
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
         if let Some(auth) = &self.auth {
             req = req.header(AUTHORIZATION, auth);
         }
-        let req = req.body(Full::new(Bytes::copy_from_slice(body)))?;
+        let req = req.body(Full::new(Bytes::copy_from_slice(json.unwrap_or_default())))?;
         self.sender.ready().await?;
         let resp = self.sender.send_request(req).await?;
         let status = resp.status().as_u16();
@@ -66,6 +79,27 @@ impl HttpClient {
             .to_bytes();
         Ok(Response { status, body })
     }
+}
+
+/// Sums the samples of the Prometheus counter `name` (every label set) in a `/metrics` text.
+/// `None` when the text has no sample of it.
+pub fn metric_sum(text: &str, name: &str) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        // `name value` or `name{labels} value`, not a longer name sharing the prefix.
+        let value = if rest.starts_with('{') {
+            rest.rsplit_once('}').map(|(_, v)| v)
+        } else if rest.starts_with(' ') {
+            Some(rest)
+        } else {
+            None
+        };
+        if let Some(v) = value.and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()) {
+            *sum.get_or_insert(0.0) += v;
+        }
+    }
+    sum
 }
 
 /// The `code` field of an error body, or the status when there is none.
@@ -83,6 +117,14 @@ pub fn error_code(resp: &Response) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_sums() {
+        let text = "# HELP x_total reads\n# TYPE x_total counter\nx_total 3\nx_total_more 9\n\
+                    x_total{node=\"a\"} 4\ny_total 1\n";
+        assert_eq!(metric_sum(text, "x_total"), Some(7.0));
+        assert_eq!(metric_sum(text, "z_total"), None);
+    }
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Two requests on one connection (keep-alive), the second answered chunked, with the

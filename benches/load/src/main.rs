@@ -36,7 +36,8 @@ fn main() {
     }
 }
 
-/// Runs the scenario; Ok(true) when messages were lost or connections failed (exit code 2,
+/// Runs the scenario; Ok(true) when messages were lost, connections failed or clients did not
+/// recover (exit code 2,
 /// so scripts and the smoke test notice without parsing output).
 fn run(cli: Cli) -> Result<bool> {
     let conns = cli.scenario.connections();
@@ -89,6 +90,7 @@ fn run(cli: Cli) -> Result<bool> {
             Scenario::Rooms(a) => scenario::rooms::rooms(&ctx, a).await,
             Scenario::Connections(a) => scenario::connections::connections(&ctx, a).await,
             Scenario::Slowloris(a) => scenario::slowloris::slowloris(&ctx, a).await,
+            Scenario::Recover(a) => scenario::recover::recover(&ctx, a).await,
         }
     })?;
     // Connection tasks are done; do not wait for stragglers (e.g. a close handshake).
@@ -101,5 +103,6 @@ fn run(cli: Cli) -> Result<bool> {
     if let Some(path) = &cli.common.svg {
         std::fs::write(path, svg::render(&report))?;
     }
-    Ok(report.lost > 0 || report.connections.failed > 0)
+    let unrecovered = report.recover.as_ref().is_some_and(|r| r.not_recovered + r.wrong > 0);
+    Ok(report.lost > 0 || report.connections.failed > 0 || unrecovered)
 }

@@ -60,6 +60,63 @@ pub fn for_each_object<'a>(payload: &'a [u8], mut f: impl FnMut(Frame<'a>)) -> u
     n
 }
 
+/// Like [`for_each_object`], also handing over each object's bytes (for [`position`]).
+pub fn for_each_raw<'a>(payload: &'a [u8], mut f: impl FnMut(&'a [u8], Frame<'a>)) -> usize {
+    let mut n = 0;
+    for obj in payload.split(|&b| b == b'\n') {
+        let obj = trim(obj);
+        if obj.is_empty() {
+            continue;
+        }
+        n += 1;
+        f(obj, parse_object(obj));
+    }
+    n
+}
+
+/// The history fields of a server object: `offset`, `epoch` and `recovered` (on `ok` and
+/// `message` frames of channels with history).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position<'a> {
+    pub offset: Option<u64>,
+    pub epoch: Option<&'a str>,
+    pub recovered: Option<bool>,
+}
+
+/// Reads the history fields of one object. The first key of each name counts: in a `message`
+/// it must not also appear inside `data` (bench payloads have none of them).
+pub fn position(obj: &[u8]) -> Position<'_> {
+    let recovered = value_start(obj, b"\"recovered\"").and_then(|v| {
+        let rest = &obj[v..];
+        if rest.starts_with(b"true") {
+            Some(true)
+        } else if rest.starts_with(b"false") {
+            Some(false)
+        } else {
+            None
+        }
+    });
+    let pos = Position {
+        offset: u64_value(obj, b"\"offset\""),
+        epoch: str_value(obj, b"\"epoch\""),
+        recovered,
+    };
+    if pos.epoch.is_none() && pos.offset.is_some() {
+        // An escaped epoch (never produced by the broker): fall back to serde.
+        #[derive(Deserialize)]
+        struct P<'a> {
+            offset: Option<u64>,
+            #[serde(borrow)]
+            epoch: Option<&'a str>,
+            recovered: Option<bool>,
+        }
+        if let Ok(p) = serde_json::from_slice::<P<'_>>(obj) {
+            return Position { offset: p.offset, epoch: p.epoch, recovered: p.recovered };
+        }
+    }
+    pos
+}
+
 /// Classifies one JSON object.
 pub fn parse_object(obj: &[u8]) -> Frame<'_> {
     match fast(obj) {
@@ -294,6 +351,25 @@ mod tests {
         assert_eq!(seen[0], Frame::Message(Stamp { stream: 0, seq: 0, sent_ns: 1 }));
         assert_eq!(seen[1], Frame::Message(Stamp { stream: 0, seq: 1, sent_ns: 2 }));
         assert_eq!(seen[2], Frame::Ok { id: 9 });
+    }
+
+    #[test]
+    fn history_positions() {
+        let p = position(br#"{"op":"ok","id":1,"offset":45,"epoch":"9f2c","recovered":true}"#);
+        assert_eq!(p, Position { offset: Some(45), epoch: Some("9f2c"), recovered: Some(true) });
+        let p = position(br#"{"op":"ok","offset":3,"epoch":"e","recovered":false}"#);
+        assert_eq!(p.recovered, Some(false));
+        let m = br#"{"op":"message","channel":"c","data":{"p":0,"s":1,"t":2},"offset":42,"epoch":"e1"}"#;
+        assert_eq!(position(m), Position { offset: Some(42), epoch: Some("e1"), recovered: None });
+        assert_eq!(position(br#"{"op":"ok","id":1}"#), Position::default());
+        let mut seen = Vec::new();
+        let n = for_each_raw(
+            b"{\"op\":\"ok\",\"offset\":1,\"epoch\":\"e\"}\n{\"op\":\"welcome\"}",
+            |o, f| seen.push((position(o).offset, f)),
+        );
+        assert_eq!(n, 2);
+        assert_eq!(seen[0], (Some(1), Frame::Other("ok")));
+        assert_eq!(seen[1], (None, Frame::Welcome));
     }
 
     #[test]

@@ -78,6 +78,39 @@ pub struct SlowlorisStats {
     pub connect: Percentiles,
 }
 
+/// What a `recover` run measured.
+#[derive(Debug, Default, Serialize)]
+pub struct RecoverStats {
+    pub channel: String,
+    pub clients: u64,
+    /// Messages published before the clients subscribed, which each must get back.
+    pub missed: u64,
+    /// The position the clients recovered from: the offset before the first missed message.
+    pub since_offset: u64,
+    pub epoch: String,
+    /// Seconds to publish the missed messages and get every ack.
+    pub publish_s: f64,
+    /// `subscribe` (a `subscribe` frame with `since` on an open connection) or `connect`
+    /// (`?channel=&since=` on the URL: the clock starts before the TCP connect).
+    pub timed_from: String,
+    /// Got `recovered: true` and exactly the missed offsets, in order.
+    pub recovered: u64,
+    /// Got `recovered: false`, an error, a close, no connection, or not everything in time.
+    pub not_recovered: u64,
+    /// Got `recovered: true` but a gap, a duplicate, a wrong order or epoch, or extra messages.
+    pub wrong: u64,
+    /// Why clients did not recover or were wrong, by reason.
+    pub reasons: BTreeMap<String, u64>,
+    /// Per recovered client: `timed_from` to its last missed message.
+    pub recovery: Percentiles,
+    /// From the moment every client was let go to the last one recovered, seconds.
+    pub all_recovered_s: f64,
+    /// `switchyard_history_backend_reads_total` summed over the brokers, before and after the
+    /// clients subscribed (absent if `/metrics` could not be read).
+    pub backend_reads_before: Option<f64>,
+    pub backend_reads_after: Option<f64>,
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub scenario: String,
@@ -122,6 +155,9 @@ pub struct Report {
     /// Set by the `slowloris` scenario only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slowloris: Option<SlowlorisStats>,
+    /// Set by the `recover` scenario only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recover: Option<RecoverStats>,
     pub notes: Vec<String>,
     #[serde(skip)]
     pub latency_hist: Option<Histogram<u64>>,
@@ -173,6 +209,8 @@ impl Report {
         ];
         if let Some(sl) = &self.slowloris {
             rows.extend(slowloris_rows(sl));
+        } else if let Some(r) = &self.recover {
+            rows.extend(recover_rows(r));
         } else if self.scenario == "connections" {
             rows.push(("held", format!("{} still open at the end", self.held)));
         } else {
@@ -274,6 +312,49 @@ fn slowloris_rows(sl: &SlowlorisStats) -> Vec<(&'static str, String)> {
                 sl.clients_failed
             ),
         ),
+    ]
+}
+
+fn recover_rows(r: &RecoverStats) -> Vec<(&'static str, String)> {
+    let c = &r.recovery;
+    let reads = match (r.backend_reads_before, r.backend_reads_after) {
+        (Some(b), Some(a)) => format!("{b} -> {a} ({} during the recovery)", a - b),
+        _ => "unknown (/metrics not read)".into(),
+    };
+    let reasons = if r.reasons.is_empty() {
+        String::new()
+    } else {
+        let v: Vec<String> = r.reasons.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!(" ({})", v.join(", "))
+    };
+    vec![
+        (
+            "missed",
+            format!(
+                "{} messages on {} published in {:.3} s; recovering from offset {} epoch {}",
+                r.missed, r.channel, r.publish_s, r.since_offset, r.epoch
+            ),
+        ),
+        (
+            "clients",
+            format!(
+                "{} recovered, {} not recovered, {} wrong (of {}){reasons}",
+                r.recovered, r.not_recovered, r.wrong, r.clients
+            ),
+        ),
+        (
+            "recovery time",
+            format!(
+                "p50 {} p99 {} max {}  (from {} to the last missed message, n={})",
+                us(c.p50_us),
+                us(c.p99_us),
+                us(c.max_us),
+                r.timed_from,
+                c.count
+            ),
+        ),
+        ("all recovered", format!("{:.3} s after the clients were let go", r.all_recovered_s)),
+        ("backend reads", reads),
     ]
 }
 

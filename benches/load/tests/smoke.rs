@@ -73,6 +73,12 @@ fn start_broker() -> Broker {
 
 /// A broker whose config has `backends` (one backend table) and an open catch-all route.
 fn start_broker_with(name: &str, backends: &str) -> Broker {
+    start_broker_route(name, backends, "")
+}
+
+/// Like [`start_broker_with`], with `route_extra` (e.g. `history_size = …` lines) appended to
+/// the catch-all route.
+fn start_broker_route(name: &str, backends: &str, route_extra: &str) -> Broker {
     let bin = broker_bin();
     assert!(bin.exists(), "broker binary {} does not exist", bin.display());
     let dir =
@@ -98,7 +104,7 @@ api_keys_env = "SWITCHYARD_LOAD_SMOKE_KEYS"
 match = "**"
 subscribe = "anyone"
 publish = "anyone"
-"#
+{route_extra}"#
         ),
     )
     .expect("write config");
@@ -286,4 +292,24 @@ fn every_scenario_across_two_nodes_on_a_redis_cluster() {
     assert!(r["delivered"].as_u64().expect("delivered") >= 400 * 3, "{r:#}");
     let r = run_on(&[&a, &b], &["connections", "--connections", "200", "--hold", "0.5"]);
     assert_eq!(r["held"], 200, "{r:#}");
+}
+
+/// `recover` against a broker whose catch-all route keeps history: every client, subscribing
+/// with a frame or on the URL, gets `recovered: true` and exactly the missed offsets.
+#[test]
+fn recover_against_a_broker_with_history() {
+    let history = "history_size = 2000\nrecovery_max = 2000\n";
+    let b = start_broker_route("history", "[backends.local]\nkind = \"memory\"\n", history);
+    for via in ["frame", "query"] {
+        let r = run(&b, &["recover", "--clients", "30", "--missed", "300", "--subscribe-via", via]);
+        let rc = &r["recover"];
+        assert_eq!(rc["recovered"], 30, "{r:#}");
+        assert_eq!((&rc["not_recovered"], &rc["wrong"]), (&0.into(), &0.into()), "{r:#}");
+        assert_eq!(rc["missed"], 300, "{r:#}");
+        assert_eq!(rc["recovery"]["count"], 30, "{r:#}");
+        assert_eq!(r["delivered"], 30 * 300, "{r:#}");
+        let before = rc["backend_reads_before"].as_f64().expect("reads before");
+        let after = rc["backend_reads_after"].as_f64().expect("reads after");
+        assert!(after > before, "{r:#}");
+    }
 }
