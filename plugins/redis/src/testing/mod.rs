@@ -232,6 +232,18 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("redis command on port {} failed: {e}", self.port))
     }
 
+    /// Waits (at most `timeout`) until `replicas` replicas have every write this master
+    /// acknowledged so far; how many did.
+    pub fn wait_replicas(&self, replicas: u32, timeout: Duration) -> i64 {
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        // WAIT blocks for up to `timeout`; the query's own read timeout must outlast it.
+        let value = self.query(redis::cmd("WAIT").arg(replicas).arg(millis));
+        match value {
+            Value::Int(n) => n,
+            other => panic!("WAIT answered {other:?}"),
+        }
+    }
+
     /// Kills the process (SIGKILL: no goodbye to clients or to the cluster) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
