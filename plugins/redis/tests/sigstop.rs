@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use switchyard_backend::conformance::{next, unique};
 use switchyard_backend::{Backend, BackendError, Incoming};
-use switchyard_redis::testing::{RedisCluster, RedisServer};
+use switchyard_redis::testing::{Frozen, RedisCluster, RedisServer};
 use switchyard_redis::{
     wait_ready, ConnectionOptions, RedisBackend, RedisClusterBackend, RedisClusterOptions,
     RedisOptions,
@@ -161,22 +161,16 @@ async fn measure_frozen_redis_latency_at_default_timeout() {
     let timeout = ConnectionOptions::default().command_timeout;
     let server = RedisServer::start();
     let b = standalone(&server, timeout).await;
-    let frozen = server.freeze();
-    let since = Instant::now();
-    let (took, flipped) = tokio::join!(
-        async {
-            let started = Instant::now();
-            let result = b.publish("measure", Bytes::from_static(b"x")).await;
-            (started.elapsed(), result)
-        },
-        time_until_not_ready(&*b, since, Duration::from_secs(30))
-    );
-    println!("standalone: publish answered after {:?} ({:?}); ready() flipped after {flipped:?} (command_timeout {timeout:?})", took.0, took.1);
-    frozen.thaw();
+    measure_frozen("standalone", &*b, server.freeze(), timeout).await;
 
     let cluster = RedisCluster::start(3, 0);
     let b = cluster_backend(&cluster, timeout).await;
     let frozen = cluster.masters[cluster.master_index_of("measure")].freeze();
+    measure_frozen("cluster", &*b, frozen, timeout).await;
+}
+
+/// Prints how long a publish takes to be answered, and `ready()` to flip, while `frozen` holds.
+async fn measure_frozen(what: &str, b: &dyn Backend, frozen: Frozen, timeout: Duration) {
     let since = Instant::now();
     let (took, flipped) = tokio::join!(
         async {
@@ -184,8 +178,8 @@ async fn measure_frozen_redis_latency_at_default_timeout() {
             let result = b.publish("measure", Bytes::from_static(b"x")).await;
             (started.elapsed(), result)
         },
-        time_until_not_ready(&*b, since, Duration::from_secs(30))
+        time_until_not_ready(b, since, Duration::from_secs(30))
     );
-    println!("cluster: publish answered after {:?} ({:?}); ready() flipped after {flipped:?} (command_timeout {timeout:?})", took.0, took.1);
+    println!("{what}: publish answered after {:?} ({:?}); ready() flipped after {flipped:?} (command_timeout {timeout:?})", took.0, took.1);
     frozen.thaw();
 }

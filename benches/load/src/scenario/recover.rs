@@ -95,20 +95,21 @@ pub async fn recover(ctx: &Ctx, args: &RecoverArgs) -> Result<Report> {
     let mut tasks = JoinSet::new();
     let via = ctx.common.subscribe_via;
     let t_conn = Instant::now();
+    let client = |idx| Client {
+        idx,
+        expect: expect.clone(),
+        finished: finished.clone(),
+        live: live.clone(),
+        idle,
+        deadline: ctx.deadline,
+    };
     let spawned = match via {
         SubscribeVia::Frame => {
             let conns = open_all(ctx, 0..n, |_| Vec::new()).await;
             report.connections = conn_stats(ctx, n, t_conn.elapsed());
             let spawned = conns.len();
             for (idx, conn) in conns {
-                let c = Client {
-                    idx,
-                    expect: expect.clone(),
-                    finished: finished.clone(),
-                    live: live.clone(),
-                    idle,
-                    deadline: ctx.deadline,
-                };
+                let c = client(idx);
                 tasks.spawn(c.by_frame(conn, go_rx.clone(), stop_rx.clone()));
             }
             spawned
@@ -122,14 +123,7 @@ pub async fn recover(ctx: &Ctx, args: &RecoverArgs) -> Result<Report> {
                 );
             }
             for idx in 0..n {
-                let c = Client {
-                    idx,
-                    expect: expect.clone(),
-                    finished: finished.clone(),
-                    live: live.clone(),
-                    idle,
-                    deadline: ctx.deadline,
-                };
+                let c = client(idx);
                 let connector = ctx.connector.clone();
                 tasks.spawn(c.by_query(connector, go_rx.clone(), stop_rx.clone()));
             }
