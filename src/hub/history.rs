@@ -24,12 +24,6 @@ use crate::protocol::wire;
 pub(crate) const RECOVERY_BUFFER_FRAMES: usize = 10_000;
 
 impl Hub {
-    fn backend_of(&self, backend: usize) -> Result<&super::HubBackend, BackendError> {
-        self.backends
-            .get(backend)
-            .ok_or_else(|| BackendError::Invalid(format!("no backend #{backend}")))
-    }
-
     /// Appends `payload` to the channel's history and publishes it; its position.
     pub(crate) async fn publish_kept(
         &self,

@@ -142,6 +142,12 @@ impl Hub {
         }
     }
 
+    fn backend_of(&self, backend: usize) -> Result<&HubBackend, BackendError> {
+        self.backends
+            .get(backend)
+            .ok_or_else(|| BackendError::Invalid(format!("no backend #{backend}")))
+    }
+
     /// The backends' names, by index.
     pub(crate) fn backend_names(&self) -> impl Iterator<Item = &str> {
         self.backends.iter().map(|b| &*b.name)
@@ -327,11 +333,7 @@ impl Hub {
         channel: &str,
         payload: Bytes,
     ) -> Result<u64, BackendError> {
-        let b = self
-            .backends
-            .get(backend)
-            .ok_or_else(|| BackendError::Invalid(format!("no backend #{backend}")))?;
-        b.backend.publish(channel, payload).await
+        self.backend_of(backend)?.backend.publish(channel, payload).await
     }
 
     /// Sends a `direct` frame to connection `conn` on node `node`; false when it is known not to
@@ -390,10 +392,7 @@ impl Hub {
         conn: ConnKey,
         outbox: &Arc<Outbox>,
     ) -> Result<(), BackendError> {
-        let backend = self
-            .backends
-            .get(key.backend)
-            .ok_or_else(|| BackendError::Invalid(format!("no backend #{}", key.backend)))?;
+        let backend = self.backend_of(key.backend)?;
         let topic = {
             let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
             let topic = topics

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::value::RawValue;
-use switchyard_backend::{BackendError, Page, Position};
+use switchyard_backend::{BackendError, Page, Position, Retention};
 
 use super::{Live, Node};
 use crate::channel::ChannelName;
@@ -147,18 +147,37 @@ pub(crate) fn history_of(
     })
 }
 
+/// Why a history read is made; reads are counted by purpose.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Purpose {
+    /// A subscribe on a history channel; with `any_age`, a page another reader already has
+    /// may serve (the seam checks it).
+    Recovery { any_age: bool },
+    /// A `history` frame or `/api/history`.
+    Client,
+}
+
 /// Reads a channel's history from its backend.
 pub(crate) async fn read_history(
     node: &Node,
     topic: &TopicKey,
     since: Option<u64>,
     limit: usize,
-    settings: HistorySettings,
-    any_age: bool,
+    retention: Retention,
+    purpose: Purpose,
 ) -> Result<Page, OpError> {
-    node.metrics.history_reads_recovery.increment(1);
+    let any_age = match purpose {
+        Purpose::Recovery { any_age } => {
+            node.metrics.history_reads_recovery.increment(1);
+            any_age
+        }
+        Purpose::Client => {
+            node.metrics.history_reads_client.increment(1);
+            false
+        }
+    };
     node.hub
-        .history(topic.backend, &topic.channel, since, limit, settings.retention, any_age)
+        .history(topic.backend, &topic.channel, since, limit, retention, any_age)
         .await
         .map_err(unavailable)
 }
@@ -190,12 +209,8 @@ pub(crate) async fn history(
         backend: resolved.route.backend,
         channel: Arc::from(resolved.backend_channel(&name)),
     };
-    node.metrics.history_reads_client.increment(1);
-    let page = node
-        .hub
-        .history(topic.backend, &topic.channel, since, limit, settings.retention, false)
-        .await
-        .map_err(unavailable)?;
+    let page =
+        read_history(node, &topic, since, limit, settings.retention, Purpose::Client).await?;
     Ok((name, page))
 }
 

@@ -15,7 +15,7 @@ use switchyard_backend::{Page, Position};
 use super::{Client, Done};
 use crate::channel::ChannelName;
 use crate::hub::{Settled, TopicKey};
-use crate::node::ops::{self, Caller, OpError};
+use crate::node::ops::{self, Caller, OpError, Purpose};
 use crate::protocol::{position, wire, Since};
 use crate::routing::HistorySettings;
 
@@ -59,13 +59,17 @@ impl Client {
         // First a page another recovering client may already have read; when it turns out
         // older than what this node has delivered, a read of our own, which cannot be.
         for fresh in [false, true] {
-            let page = match ops::read_history(&node, &topic, read, limit, settings, !fresh).await {
-                Ok(page) => page,
-                Err(e) => {
-                    self.member.release(&topic).await;
-                    return Err(e);
-                }
-            };
+            let purpose = Purpose::Recovery { any_age: !fresh };
+            let page =
+                match ops::read_history(&node, &topic, read, limit, settings.retention, purpose)
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(e) => {
+                        self.member.release(&topic).await;
+                        return Err(e);
+                    }
+                };
             let recovered = since.map(|s| recoverable(s, &page, settings));
             let answer = Answer { id, recovered, send: id.is_some() || since.is_some() };
             let replay = since.filter(|_| recovered == Some(true));
