@@ -290,9 +290,15 @@ async fn an_expired_history_starts_a_new_epoch() {
 struct Lossy {
     inner: MemoryBackend,
     incoming: std::sync::Mutex<Option<switchyard_backend::Incoming>>,
+    /// How long a history read from an offset (a heal's, not a plain subscribe's) takes.
+    read_delay: Duration,
 }
 
 impl Lossy {
+    fn slow(lose: &'static [u64], read_delay: Duration) -> Lossy {
+        Lossy { read_delay, ..Lossy::new(lose) }
+    }
+
     fn new(lose: &'static [u64]) -> Lossy {
         let inner = MemoryBackend::new();
         let (tx, incoming) = switchyard_backend::Incoming::channel(1024);
@@ -305,7 +311,7 @@ impl Lossy {
                 }
             }
         });
-        Lossy { inner, incoming: std::sync::Mutex::new(Some(incoming)) }
+        Lossy { inner, incoming: std::sync::Mutex::new(Some(incoming)), read_delay: Duration::ZERO }
     }
 }
 
@@ -351,6 +357,9 @@ impl switchyard_backend::Backend for Lossy {
         limit: usize,
         r: switchyard_backend::Retention,
     ) -> Result<switchyard_backend::Page, switchyard_backend::BackendError> {
+        if since.is_some() {
+            tokio::time::sleep(self.read_delay).await;
+        }
         self.inner.history(c, since, limit, r).await
     }
 }
@@ -428,4 +437,26 @@ async fn a_reconnect_storm_shares_history_reads() {
     let reads = backend_reads(&broker).await - before;
     assert!(reads <= 20.0, "{CLIENTS} recovering clients cost {reads} backend reads");
     drop(clients);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_slow_heal_holds_back_is_bounded() {
+    // The heal's read never comes back in time; a publisher keeps going with 60 KB messages.
+    let broker = TestBroker::with_backends(
+        common::config(&config("n1", "")),
+        vec![Arc::new(Lossy::slow(&[2], Duration::from_secs(60)))],
+    )
+    .await;
+    let mut sub = broker.connect("").await;
+    subscribe(&mut sub, "chat.held", None).await;
+    let mut publisher = broker.connect("").await;
+    let pad = "h".repeat(60_000);
+    // 16 MiB held back is about 280 of them; the heal is given up before 400.
+    for n in 1..=400 {
+        publish(&mut publisher, "chat.held", json!({"n": n, "pad": pad})).await;
+    }
+    let m = sub.recv().await;
+    assert_eq!(offset(&m), 1, "{}", m["op"]);
+    assert_eq!(sub.expect_close().await, 4004, "closed to recover rather than held without bound");
+    broker.shutdown().await;
 }

@@ -22,6 +22,11 @@ use crate::protocol::wire::close;
 const HEAL_ATTEMPTS: u32 = 3;
 /// Pause between reads while the backend does not answer.
 const HEAL_RETRY: Duration = Duration::from_millis(200);
+/// Most messages, and bytes, held back behind one heal. A channel that outruns a slow history
+/// read past these is not healed: its connections are closed to recover, as for a range
+/// history no longer holds, rather than holding without bound.
+const MAX_HELD: usize = 10_000;
+const MAX_HELD_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where delivery of one history topic stands.
 #[derive(Default)]
@@ -32,6 +37,8 @@ pub(super) struct Cursor {
     retention: Option<Retention>,
     /// While a healing read is in flight: the messages that arrived meanwhile, in order.
     held: Option<Vec<Message>>,
+    /// Payload bytes in `held`.
+    held_bytes: usize,
 }
 
 /// What to do with an arriving history message.
@@ -76,8 +83,24 @@ impl Cursor {
         self.at.clone()
     }
 
-    pub(super) fn hold(&mut self, message: Message) {
-        self.held.get_or_insert_with(Vec::new).push(message);
+    /// Holds `message` behind the heal in flight; false (and nothing held) when that would
+    /// pass the bounds.
+    pub(super) fn hold(&mut self, message: Message) -> bool {
+        let held = self.held.get_or_insert_with(Vec::new);
+        let bytes = self.held_bytes + message.payload.len();
+        if held.len() >= MAX_HELD || bytes > MAX_HELD_BYTES {
+            return false;
+        }
+        self.held_bytes = bytes;
+        held.push(message);
+        true
+    }
+
+    /// Gives up the heal in flight: what was held is dropped and delivery goes on after `at`.
+    pub(super) fn abandon(&mut self, at: Position) {
+        self.held = None;
+        self.held_bytes = 0;
+        self.at = Some(at);
     }
 
     /// Records what a recovering client settled on: the channel's retention, and the seam
@@ -111,10 +134,17 @@ impl Hub {
             let page = self.read_missing(&key, since, missing, retention).await;
             self.metrics.history_reads.increment(1);
             let mut cursor = topic.cursor();
+            // Abandoned meanwhile (too much arrived): this read is not wanted any more.
+            let first =
+                cursor.held.as_ref().and_then(|h| h.first()).and_then(|m| m.position.as_ref());
+            if first != Some(&next) {
+                continue;
+            }
             let healed = page.as_ref().is_some_and(|p| self.fill(&topic, &mut cursor, p, &next));
             if !healed {
                 self.unhealable(&topic, &key, &next);
-                cursor.at = Some(Position { offset: next.offset - 1, epoch: next.epoch.clone() });
+                let before = next.offset.saturating_sub(1);
+                cursor.at = Some(Position { offset: before, epoch: next.epoch.clone() });
             }
             if self.release_held(&topic, &mut cursor) {
                 return;
@@ -168,7 +198,7 @@ impl Hub {
 
     /// Closes the topic's connections with 4004: their clients resubscribe with their position
     /// and are told `recovered: false`.
-    fn unhealable(&self, topic: &Topic, key: &TopicKey, next: &Position) {
+    pub(super) fn unhealable(&self, topic: &Topic, key: &TopicKey, next: &Position) {
         self.metrics.gaps_unhealed.increment(1);
         tracing::warn!(channel = %key.channel, offset = next.offset, "history no longer holds a gap; closing the channel's connections so they recover");
         for subscriber in topic.subscribers().values() {
@@ -181,6 +211,7 @@ impl Hub {
     /// Delivers held messages in order; false (with the rest held again) at the next hole.
     fn release_held(&self, topic: &Topic, cursor: &mut Cursor) -> bool {
         let held = cursor.held.take().unwrap_or_default();
+        cursor.held_bytes = 0;
         let mut touched = Vec::new();
         let mut rest = held.into_iter();
         while let Some(message) = rest.next() {
@@ -189,7 +220,9 @@ impl Hub {
                 Admit::Deliver => self.fan_out(topic, &message.payload, Some(&p), &mut touched),
                 Admit::Duplicate => {}
                 Admit::Hold | Admit::Heal => {
-                    cursor.held = Some(std::iter::once(message).chain(rest).collect());
+                    let again: Vec<Message> = std::iter::once(message).chain(rest).collect();
+                    cursor.held_bytes = again.iter().map(|m| m.payload.len()).sum();
+                    cursor.held = Some(again);
                     super::dispatch::kick_all(&mut touched);
                     return false;
                 }
@@ -239,11 +272,11 @@ mod tests {
         assert_eq!(c.admit(&at(8, "e")), Admit::Deliver, "no retention known: cannot heal");
         c.settle(at(0, "e"), Retention { size: 10, ttl: Duration::from_secs(1) });
         assert_eq!(c.admit(&at(10, "e")), Admit::Heal);
-        c.hold(Message {
+        assert!(c.hold(Message {
             channel: Arc::from("c"),
             payload: Default::default(),
             position: Some(at(10, "e")),
-        });
+        }));
         assert_eq!(c.admit(&at(11, "e")), Admit::Hold, "held behind the heal");
         assert_eq!(missing_range(c.at.as_ref(), &at(10, "e")), (8, 1));
         assert_eq!(missing_range(c.at.as_ref(), &at(3, "f")), (0, 2), "a new epoch from its start");

@@ -251,8 +251,13 @@ impl Hub {
             healing::Admit::Deliver => self.fan_out(&topic, &payload, Some(&p), touched),
             healing::Admit::Duplicate => {}
             admit => {
-                cursor.hold(Message { channel: key.channel.clone(), payload, position: Some(p) });
-                if admit == healing::Admit::Heal {
+                let held =
+                    Message { channel: key.channel.clone(), payload, position: Some(p.clone()) };
+                if !cursor.hold(held) {
+                    // Too much behind one heal: give it up, and the clients recover instead.
+                    self.unhealable(&topic, &key, &p);
+                    cursor.abandon(p);
+                } else if admit == healing::Admit::Heal {
                     let _ = self.heal_requests.send(key);
                 }
             }
