@@ -19,6 +19,9 @@ use super::{ConnKey, Hub, Subscriber, TopicKey};
 use crate::outbox::{Outbox, Push};
 use crate::protocol::wire;
 
+/// How long a history read stays shareable after it began.
+const SHARED_READ_LIFE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Frames a recovering connection may buffer; past it the buffer overflows and the connection
 /// is closed as a slow consumer (a channel this busy cannot be recovered onto anyway).
 pub(crate) const RECOVERY_BUFFER_FRAMES: usize = 10_000;
@@ -68,6 +71,16 @@ impl Hub {
         // A failure is shared too: readers queued behind a read that timed out must not each
         // wait out their own timeout.
         *last = Some(SharedRead { began, since, limit, result: result.clone() });
+        drop(last);
+        // Kept for a storm, not for good: every history topic holding its last page would add
+        // up to a lot of memory.
+        tokio::spawn(async move {
+            tokio::time::sleep(SHARED_READ_LIFE).await;
+            let mut last = topic.last_read.lock().await;
+            if last.as_ref().is_some_and(|r| r.began == began) {
+                *last = None;
+            }
+        });
         result
     }
 
@@ -236,5 +249,28 @@ mod tests {
         assert_eq!(cut.answer(arrived, Some(12), 10), None, "cut short by its own limit");
         let latest = read(None, 5, 16..=20);
         assert_eq!(offsets(latest.answer(arrived, None, 2)), Some(vec![19, 20]));
+    }
+
+    #[cfg(feature = "memory")]
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_read_is_let_go_after_its_life() {
+        use crate::hub::HubBackend;
+        use crate::metrics::Metrics;
+        let backend = Arc::new(switchyard_memory::MemoryBackend::new());
+        let hub = Hub::new(
+            Arc::from("n"),
+            vec![HubBackend { name: Arc::from("m"), backend }],
+            None,
+            Metrics::new(),
+        );
+        let topic = TopicKey { backend: 0, channel: Arc::from("c") };
+        let outbox = Arc::new(Outbox::new(8, false, None));
+        hub.subscribe(&topic, 1, &outbox).await.expect("subscribe");
+        let retention = Retention { size: 10, ttl: Duration::from_secs(60) };
+        hub.history(0, "c", None, 0, retention, false).await.expect("read");
+        let kept = || async { hub.topic(&topic).expect("topic").last_read.lock().await.is_some() };
+        assert!(kept().await, "shareable right after the read");
+        tokio::time::sleep(SHARED_READ_LIFE + Duration::from_millis(10)).await;
+        assert!(!kept().await, "let go after its life");
     }
 }
