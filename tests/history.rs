@@ -460,3 +460,42 @@ async fn what_a_slow_heal_holds_back_is_bounded() {
     assert_eq!(sub.expect_close().await, 4004, "closed to recover rather than held without bound");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn hostile_positions_are_answered_not_obeyed() {
+    let broker = broker().await;
+    let mut c = broker.connect("").await;
+    let first = publish(&mut c, "chat.x", json!({"n": 1})).await;
+    // An offset past anything kept, in the right epoch and in a made-up one.
+    let ok = subscribe(&mut c, "chat.x", Some((u64::MAX, &epoch(&first)))).await;
+    assert_eq!(ok["recovered"], false, "{ok}");
+    let mut other = broker.connect("").await;
+    let long_epoch = "e".repeat(10_000);
+    let ok = subscribe(&mut other, "chat.x", Some((u64::MAX, &long_epoch))).await;
+    assert_eq!(ok["recovered"], false, "{ok}");
+    c.send_json(json!({"op":"history","channel":"chat.x","limit":5,"since":u64::MAX,"id":1})).await;
+    let page = c.recv().await;
+    assert_eq!(page["messages"], json!([]), "nothing after the end: {page}");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_history_answer_is_bounded_by_the_outbound_queue() {
+    // 20 kept messages of 10 KB do not fit a 64 KiB outbound queue: the reader is closed as a
+    // slow consumer rather than the broker holding the answer for it.
+    let small = config("n1", "[server]\noutbound_queue_bytes = 65536\n");
+    let broker = TestBroker::start(&small).await;
+    let mut publisher = broker.connect("").await;
+    let pad = "p".repeat(10_000);
+    for n in 1..=20 {
+        publish(&mut publisher, "chat.big", json!({"n": n, "pad": pad})).await;
+    }
+    let mut reader = broker.connect("").await;
+    reader.send_json(json!({"op":"history","channel":"chat.big","limit":20,"id":1})).await;
+    assert_eq!(reader.expect_close().await, 4001);
+    // A page that fits is answered.
+    publisher.send_json(json!({"op":"history","channel":"chat.big","limit":3,"id":2})).await;
+    let page = publisher.recv().await;
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(3), "{}", page["op"]);
+    broker.shutdown().await;
+}
