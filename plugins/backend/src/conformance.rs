@@ -5,7 +5,8 @@
 //! broker nodes share one Redis. A backend's test file calls [`run_all`] (or single checks) with
 //! a factory that builds such a pair.
 //!
-//! Backends with history also run [`run_history`] (the [`history`] section).
+//! Backends with history also run [`run_history`] (the [`history`] section), and backends with
+//! presence [`run_presence`] (the [`presence`] section).
 //!
 //! Absence of a message is never proven by sleeping: each check publishes a later sentinel on
 //! the same channel and asserts that the sentinel is the next thing to arrive.
@@ -20,7 +21,9 @@ use bytes::Bytes;
 use crate::{Backend, Incoming, Message};
 
 pub mod history;
+pub mod presence;
 pub use history::run_history;
+pub use presence::run_presence;
 
 /// How long a check waits for a message that must arrive before it fails.
 pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -16,6 +16,7 @@
 //! - The subscription set belongs to the backend: after a reconnect it re-applies it by itself.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -25,8 +26,10 @@ pub mod backoff;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod history;
+pub mod presence;
 
 pub use history::{Page, Position, Retention, Stored};
+pub use presence::{Changes, Member, Roster};
 
 /// One message as a backend delivers it to the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +141,36 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Page, BackendError> {
         let _ = (channel, since, limit, retention);
         Err(BackendError::Invalid(format!("the {} backend keeps no history", self.kind())))
+    }
+
+    /// Whether this backend keeps presence ([`presence`]); routes with `presence` need it.
+    fn has_presence(&self) -> bool {
+        false
+    }
+
+    /// Adds (or renews, with a lease ending `ttl` from now) the members in `add` and removes
+    /// the members whose `conn` is in `remove`, as one step. See [`presence`] for the contract.
+    async fn presence_update(
+        &self,
+        channel: &str,
+        add: &[Member],
+        remove: &[Arc<str>],
+        ttl: Duration,
+    ) -> Result<Changes, BackendError> {
+        let _ = (channel, add, remove, ttl);
+        Err(BackendError::Invalid(format!("the {} backend keeps no presence", self.kind())))
+    }
+
+    /// Counts `channel`'s members and, with `limit > 0`, lists up to `limit` of them after
+    /// `after`.
+    async fn presence_read(
+        &self,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Roster, BackendError> {
+        let _ = (channel, after, limit);
+        Err(BackendError::Invalid(format!("the {} backend keeps no presence", self.kind())))
     }
 
     /// Whether the backend can currently publish and subscribe (drives `/readyz`).

@@ -6,18 +6,22 @@
 //! bus of its own (the single-node broker).
 //!
 //! The bus also holds the history ([`history`]): it belongs to the backend, not to a node, so
-//! every node on a bus reads the streams any of them published to.
+//! every node on a bus reads the streams any of them published to. So does presence
+//! ([`presence`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use switchyard_backend::{Backend, BackendError, Incoming, Message, Page, Position, Retention};
+use switchyard_backend::{
+    Backend, BackendError, Changes, Incoming, Member, Message, Page, Position, Retention, Roster,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 mod history;
+mod presence;
 
 type NodeId = u64;
 
@@ -38,6 +42,8 @@ struct BusInner {
     /// a trim and handing the message to already reserved queue slots) takes no time worth
     /// sharding for, and `publish` without history never takes it.
     history: Mutex<history::Store>,
+    /// Every channel's members; one lock, like the history.
+    presence: Mutex<presence::Store>,
 }
 
 impl MemoryBus {
@@ -190,6 +196,31 @@ impl Backend for MemoryBackend {
         retention: Retention,
     ) -> Result<Page, BackendError> {
         Ok(self.bus.read_history(channel, since, limit, retention))
+    }
+
+    fn has_presence(&self) -> bool {
+        true
+    }
+
+    async fn presence_update(
+        &self,
+        channel: &str,
+        add: &[Member],
+        remove: &[Arc<str>],
+        ttl: std::time::Duration,
+    ) -> Result<Changes, BackendError> {
+        let mut store = self.bus.inner.presence.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(store.update(channel, add, remove, ttl))
+    }
+
+    async fn presence_read(
+        &self,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Roster, BackendError> {
+        let mut store = self.bus.inner.presence.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(store.read(channel, after, limit))
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BackendError> {

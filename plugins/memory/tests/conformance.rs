@@ -19,3 +19,8 @@ async fn memory_backend_passes_the_conformance_suite() {
 async fn memory_backend_passes_the_history_suite() {
     conformance::run_history(|| async { pair() }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_backend_passes_the_presence_suite() {
+    conformance::run_presence(|| async { pair() }).await;
+}

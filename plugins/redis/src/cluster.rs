@@ -12,10 +12,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use switchyard_backend::backoff::Backoff;
-use switchyard_backend::{Backend, BackendError, Incoming, Message, Page, Position, Retention};
+use switchyard_backend::{
+    Backend, BackendError, Changes, Incoming, Member, Message, Page, Position, Retention, Roster,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::history;
 use crate::metrics::Metrics;
 use crate::options::{Addr, Endpoint, RedisClusterOptions};
+use crate::presence;
 use crate::publisher::{Call, PublishError, Publisher};
 use crate::slot::key_slot;
 use crate::subscriber::{
@@ -242,6 +247,35 @@ impl Backend for RedisClusterBackend {
         // there why not a pool); never a replica: the read may create the stream's metadata.
         let call = history::read_call(channel, since, limit, retention)?;
         history::parse_page(&self.routed(channel, Call::Script(&call), deadline).await?)
+    }
+
+    fn has_presence(&self) -> bool {
+        true
+    }
+
+    async fn presence_update(
+        &self,
+        channel: &str,
+        add: &[Member],
+        remove: &[Arc<str>],
+        ttl: Duration,
+    ) -> Result<Changes, BackendError> {
+        let deadline = Instant::now() + self.options.connection.command_timeout;
+        // On the master of the channel's slot, where its hash-tagged keys live.
+        let call = presence::update_call(channel, add, remove, ttl)?;
+        presence::parse_changes(&self.routed(channel, Call::Script(&call), deadline).await?)
+    }
+
+    async fn presence_read(
+        &self,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Roster, BackendError> {
+        let deadline = Instant::now() + self.options.connection.command_timeout;
+        // The master, never a replica: a read purges ended leases.
+        let call = presence::read_call(channel, after, limit)?;
+        presence::parse_roster(&self.routed(channel, Call::Script(&call), deadline).await?)
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BackendError> {

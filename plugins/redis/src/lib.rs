@@ -33,6 +33,7 @@ mod health;
 mod history;
 pub mod metrics;
 mod options;
+mod presence;
 mod publisher;
 mod resp;
 pub mod slot;

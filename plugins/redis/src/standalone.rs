@@ -6,9 +6,13 @@
 
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use bytes::Bytes;
-use switchyard_backend::{Backend, BackendError, Incoming, Page, Position, Retention};
+use switchyard_backend::{
+    Backend, BackendError, Changes, Incoming, Member, Page, Position, Retention, Roster,
+};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::history;
 use crate::metrics::Metrics;
 use crate::options::{Endpoint, RedisOptions};
+use crate::presence;
 use crate::publisher::Publisher;
 use crate::slot::key_slot;
 use crate::subscriber::{await_confirmation, Command, Mode, Sinks, SubscriberHandle};
@@ -177,6 +182,36 @@ impl Backend for RedisBackend {
         // read after that channel's publishes sent before it.
         let publisher = &self.publishers[self.shard(channel, self.publishers.len())];
         history::parse_page(&call.run(publisher, deadline).await?)
+    }
+
+    fn has_presence(&self) -> bool {
+        true
+    }
+
+    async fn presence_update(
+        &self,
+        channel: &str,
+        add: &[Member],
+        remove: &[Arc<str>],
+        ttl: Duration,
+    ) -> Result<Changes, BackendError> {
+        let deadline = Instant::now() + self.options.connection.command_timeout;
+        let call = presence::update_call(channel, add, remove, ttl)?;
+        // On the publisher connections, like history reads (see there why not a pool).
+        let publisher = &self.publishers[self.shard(channel, self.publishers.len())];
+        presence::parse_changes(&call.run(publisher, deadline).await?)
+    }
+
+    async fn presence_read(
+        &self,
+        channel: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Roster, BackendError> {
+        let deadline = Instant::now() + self.options.connection.command_timeout;
+        let call = presence::read_call(channel, after, limit)?;
+        let publisher = &self.publishers[self.shard(channel, self.publishers.len())];
+        presence::parse_roster(&call.run(publisher, deadline).await?)
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BackendError> {

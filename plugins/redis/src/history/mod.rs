@@ -24,7 +24,7 @@ use bytes::Bytes;
 use redis::Value;
 use switchyard_backend::{BackendError, Page, Position, Retention, Stored};
 
-pub(crate) use script::ScriptCall;
+pub(crate) use script::{Lua, ScriptCall};
 
 /// First byte of every payload that carries a header.
 const MARK: u8 = 0;
@@ -141,7 +141,7 @@ fn bulk(value: &Value) -> Option<Bytes> {
     }
 }
 
-fn text(value: &Value) -> Option<String> {
+pub(crate) fn text(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
         Value::SimpleString(s) => Some(s.clone()),
@@ -149,7 +149,7 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
-fn number(value: &Value) -> Option<u64> {
+pub(crate) fn number(value: &Value) -> Option<u64> {
     match value {
         Value::Int(n) => u64::try_from(*n).ok(),
         other => text(other)?.parse().ok(),
