@@ -38,6 +38,8 @@ pub enum StartError {
     Auth(#[from] AuthSetupError),
     #[error("routes[{route}] keeps history, but backend {backend} keeps none")]
     NoHistory { route: usize, backend: String },
+    #[error("routes[{route}] keeps presence, but backend {backend} keeps none")]
+    NoPresence { route: usize, backend: String },
 }
 
 /// Why a reload was refused; the running rules stay.
@@ -71,6 +73,14 @@ impl Broker {
         for r in config.rules.routes().iter().filter(|r| r.history.is_some()) {
             if !backends.get(r.backend).is_some_and(|b| b.has_history()) {
                 return Err(StartError::NoHistory {
+                    route: r.index,
+                    backend: r.backend_name.to_string(),
+                });
+            }
+        }
+        for r in config.rules.routes().iter().filter(|r| r.presence.is_some()) {
+            if !backends.get(r.backend).is_some_and(|b| b.has_presence()) {
+                return Err(StartError::NoPresence {
                     route: r.index,
                     backend: r.backend_name.to_string(),
                 });

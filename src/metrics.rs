@@ -32,6 +32,10 @@ pub(crate) const MESSAGES_HEALED: &str = "switchyard_messages_healed_total";
 pub(crate) const GAPS_UNHEALED: &str = "switchyard_history_gaps_unhealed_total";
 pub(crate) const DISPATCH_RESTARTS: &str = "switchyard_dispatch_restarts_total";
 pub(crate) const HTTP_ABORTED: &str = "switchyard_http_aborted_total";
+pub(crate) const PRESENCE_MEMBERS: &str = "switchyard_presence_members";
+pub(crate) const PRESENCE_WRITES: &str = "switchyard_presence_writes_total";
+pub(crate) const PRESENCE_READS: &str = "switchyard_presence_reads_total";
+pub(crate) const PRESENCE_DIFFS: &str = "switchyard_presence_diff_frames_total";
 
 /// Installs the Prometheus recorder once per process and returns its handle for `/metrics`.
 /// A failure is logged once: the broker runs on, but its metrics go nowhere.
@@ -131,6 +135,13 @@ fn describe() {
         "Accepted sockets that are not WebSocket sessions (yet); they count against max_connections"
     );
     describe_counter!(ACCEPT_ERRORS, "Failed accepts, by error kind (emfile, enfile, ...)");
+    describe_gauge!(PRESENCE_MEMBERS, "Presence members (subscriptions) held by this node");
+    describe_counter!(
+        PRESENCE_WRITES,
+        "Presence updates sent to backends, by purpose (change, renew) and result (ok, failed)"
+    );
+    describe_counter!(PRESENCE_READS, "Presence queries answered (WebSocket and HTTP API)");
+    describe_counter!(PRESENCE_DIFFS, "presence_diff frames published, by result (ok, failed)");
     describe_counter!(
         HTTP_ABORTED,
         "HTTP connections closed before a full request, by reason (header_timeout, header_too_large, body_timeout)"
@@ -164,6 +175,35 @@ pub(crate) struct Metrics {
     pub header_timeouts: Counter,
     pub headers_too_large: Counter,
     pub body_timeouts: Counter,
+    pub presence: PresenceMetrics,
+}
+
+/// The presence keeper's handles.
+#[derive(Clone)]
+pub(crate) struct PresenceMetrics {
+    pub members: Gauge,
+    pub change_ok: Counter,
+    pub change_failed: Counter,
+    pub renew_ok: Counter,
+    pub renew_failed: Counter,
+    pub reads: Counter,
+    pub diffs_ok: Counter,
+    pub diffs_failed: Counter,
+}
+
+impl PresenceMetrics {
+    fn new() -> PresenceMetrics {
+        PresenceMetrics {
+            members: gauge!(PRESENCE_MEMBERS),
+            change_ok: counter!(PRESENCE_WRITES, "purpose" => "change", "result" => "ok"),
+            change_failed: counter!(PRESENCE_WRITES, "purpose" => "change", "result" => "failed"),
+            renew_ok: counter!(PRESENCE_WRITES, "purpose" => "renew", "result" => "ok"),
+            renew_failed: counter!(PRESENCE_WRITES, "purpose" => "renew", "result" => "failed"),
+            reads: counter!(PRESENCE_READS),
+            diffs_ok: counter!(PRESENCE_DIFFS, "result" => "ok"),
+            diffs_failed: counter!(PRESENCE_DIFFS, "result" => "failed"),
+        }
+    }
 }
 
 impl Metrics {
@@ -193,6 +233,7 @@ impl Metrics {
             header_timeouts: counter!(HTTP_ABORTED, "reason" => "header_timeout"),
             headers_too_large: counter!(HTTP_ABORTED, "reason" => "header_too_large"),
             body_timeouts: counter!(HTTP_ABORTED, "reason" => "body_timeout"),
+            presence: PresenceMetrics::new(),
         }
     }
 

@@ -456,6 +456,38 @@ impl Builder<'_> {
         Ok(Some(HistorySettings { retention, recovery_max }))
     }
 
+    /// `presence` (false), `join_leave` (false) and `presence_ttl_s` (30, at least
+    /// [`MIN_PRESENCE_TTL_S`]); the last two only with presence.
+    fn presence(
+        &self,
+        r: &RawRoute,
+        key: &dyn Fn(&str) -> String,
+    ) -> Result<Option<PresenceSettings>, ConfigError> {
+        if !r.presence.as_ref().is_some_and(|p| *p.get_ref()) {
+            if let Some(v) = &r.presence_ttl_s {
+                return self.err(v.span(), &key("presence_ttl_s"), "needs presence = true".into());
+            }
+            if let Some(v) = r.join_leave.as_ref().filter(|j| *j.get_ref()) {
+                return self.err(v.span(), &key("join_leave"), "needs presence = true".into());
+            }
+            return Ok(None);
+        }
+        let ttl_s = self.positive(&r.presence_ttl_s, &key("presence_ttl_s"), 30)?;
+        if let Some(v) = r
+            .presence_ttl_s
+            .as_ref()
+            .filter(|_| !(MIN_PRESENCE_TTL_S..=MAX_PRESENCE_TTL_S).contains(&(ttl_s as u64)))
+        {
+            let message = format!(
+                "must be {MIN_PRESENCE_TTL_S} to {MAX_PRESENCE_TTL_S} seconds: each node renews its members every third of it"
+            );
+            return self.err(v.span(), &key("presence_ttl_s"), message);
+        }
+        let ttl = std::time::Duration::from_secs(ttl_s as u64);
+        let join_leave = r.join_leave.as_ref().is_some_and(|j| *j.get_ref());
+        Ok(Some(PresenceSettings { ttl, join_leave }))
+    }
+
     fn rules(
         &self,
         backends: &[BackendConfig],
@@ -501,6 +533,15 @@ impl Builder<'_> {
                 );
                 return self.err(span, &key("history_size"), message);
             }
+            let presence = self.presence(&r, &key)?;
+            if presence.is_some() && !backends[backend].kind.has_presence() {
+                let message = format!(
+                    "backend {} ({}) keeps no presence; remove presence or use another backend",
+                    backends[backend].name,
+                    backends[backend].kind.name()
+                );
+                return self.err(span, &key("presence"), message);
+            }
             compiled.push(Route {
                 index,
                 pattern,
@@ -511,6 +552,7 @@ impl Builder<'_> {
                 publish,
                 max_message_bytes,
                 history,
+                presence,
             });
         }
         let rules = Rules::new(compiled);

@@ -16,7 +16,9 @@ use std::time::Duration;
 pub use error::{ConfigError, Located};
 use raw::{RawConfig, RawRoute};
 
-use crate::routing::{Collision, HistorySettings, Pattern, Permission, Route, Rules, Template};
+use crate::routing::{
+    Collision, HistorySettings, Pattern, Permission, PresenceSettings, Route, Rules, Template,
+};
 
 /// The built-in default configuration's text.
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
@@ -164,6 +166,17 @@ impl BackendKind {
     }
 }
 
+impl BackendKind {
+    /// Whether backends of this kind keep presence (routes with `presence` need it).
+    pub fn has_presence(&self) -> bool {
+        match self {
+            BackendKind::Memory | BackendKind::Redis { .. } | BackendKind::RedisCluster { .. } => {
+                true
+            }
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -217,6 +230,13 @@ fn key_at(text: &str, offset: usize) -> String {
 /// The largest `history_size`: a recovery or `history` read of that many messages is still one
 /// bounded request.
 pub const MAX_HISTORY_SIZE: u64 = 100_000;
+
+/// The shortest `presence_ttl_s`: members are renewed every third of it, and a lease shorter
+/// than a few seconds would expire members of a node that is merely slow.
+pub const MIN_PRESENCE_TTL_S: u64 = 3;
+
+/// The longest `presence_ttl_s`: a day.
+pub const MAX_PRESENCE_TTL_S: u64 = 86_400;
 
 /// The smallest `server.max_header_bytes`: hyper's minimum read buffer.
 pub const MIN_HEADER_BYTES: usize = 8192;
@@ -384,6 +404,28 @@ mod tests {
         assert!(located(&plain).message.contains("rediss://"));
         let memory = format!("[backends.m]\nkind = \"memory\"\ntls_ca_file = \"{ca}\"\n");
         assert_eq!(located(&memory).key, "backends.m.tls_ca_file");
+    }
+
+    #[test]
+    fn presence_keys_have_defaults_bounds_and_located_errors() {
+        let route = "[backends.m]\nkind = \"memory\"\n[[routes]]\nmatch = \"c.{id}\"\n";
+        let c = Config::parse("t.toml", &format!("{route}presence = true\n")).expect("valid");
+        let p = c.rules.routes()[0].presence.expect("presence on");
+        assert_eq!((p.ttl.as_secs(), p.join_leave), (30, false));
+        let on = format!("{route}presence = true\njoin_leave = true\npresence_ttl_s = 10\n");
+        let p = Config::parse("t.toml", &on).expect("valid").rules.routes()[0].presence;
+        assert_eq!(p.map(|p| (p.ttl.as_secs(), p.join_leave)), Some((10, true)));
+        let c = Config::parse("t.toml", route).expect("valid");
+        assert_eq!(c.rules.routes()[0].presence, None, "off by default");
+        let l = located(&format!("{route}join_leave = true\n"));
+        assert_eq!((l.line, l.key.as_str()), (5, "routes[0].join_leave"));
+        assert!(l.message.contains("presence = true"), "{}", l.message);
+        let l = located(&format!("{route}presence_ttl_s = 10\n"));
+        assert_eq!(l.key, "routes[0].presence_ttl_s");
+        let l = located(&format!("{route}presence = true\npresence_ttl_s = 2\n"));
+        assert_eq!((l.line, l.key.as_str()), (6, "routes[0].presence_ttl_s"));
+        let l = located(&format!("{route}presence = \"yes\"\n"));
+        assert_eq!(l.line, 5, "{}", l.message);
     }
 
     #[test]

@@ -96,4 +96,7 @@ pub(super) struct RawRoute {
     pub history_size: Option<Spanned<u64>>,
     pub history_ttl_s: Option<Spanned<u64>>,
     pub recovery_max: Option<Spanned<u64>>,
+    pub presence: Option<Spanned<bool>>,
+    pub join_leave: Option<Spanned<bool>>,
+    pub presence_ttl_s: Option<Spanned<u64>>,
 }

@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use super::{error, json, Body};
 use crate::node::ops::{self, Caller, OpError};
 use crate::node::Node;
+use crate::protocol::presence as presence_frames;
 use crate::protocol::{position, ErrorCode};
 
 #[derive(Deserialize)]
@@ -183,6 +184,49 @@ pub(super) async fn history(node: &Node, req: Request<Incoming>) -> Response<Bod
     };
     match ops::history(node, Caller::Api, &parsed.channel, parsed.limit, parsed.since).await {
         Ok((name, page)) => json(StatusCode::OK, position::history(None, name.as_str(), &page)),
+        Err(e) => op_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceBody<'a> {
+    #[serde(borrow)]
+    channel: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    limit: Option<u64>,
+    #[serde(default, borrow)]
+    cursor: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default = "yes")]
+    members: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /api/presence {"channel":C[,"limit":L][,"cursor":X][,"members":false]}`: the same
+/// object a WebSocket client's `presence` gets.
+pub(super) async fn presence(node: &Node, req: Request<Incoming>) -> Response<Body> {
+    let body = match authorized_body(node, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let parsed: PresenceBody<'_> = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return bad_json(e),
+    };
+    let limit = match presence_frames::page_limit(parsed.limit) {
+        Ok(limit) if parsed.members => limit,
+        Ok(_) => 0,
+        Err(m) => return op_error(OpError::new(ErrorCode::BadRequest, m)),
+    };
+    let cursor = parsed.cursor.as_deref();
+    match ops::presence(node, Caller::Api, &parsed.channel, cursor, limit).await {
+        Ok((name, roster)) => {
+            let answer = presence_frames::answer(None, name.as_str(), &roster, !parsed.members);
+            json(StatusCode::OK, answer)
+        }
         Err(e) => op_error(e),
     }
 }

@@ -110,10 +110,11 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<Response<Body
         (&Method::POST, "/api/publish") => api::publish(&node, req).await,
         (&Method::POST, "/api/send") => api::send(&node, req).await,
         (&Method::POST, "/api/history") => api::history(&node, req).await,
+        (&Method::POST, "/api/presence") => api::presence(&node, req).await,
         (
             _,
             "/ws" | "/healthz" | "/readyz" | "/metrics" | "/api/publish" | "/api/send"
-            | "/api/history",
+            | "/api/history" | "/api/presence",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest, "method not allowed"),
         _ => error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such endpoint"),
     };

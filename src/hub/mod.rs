@@ -13,6 +13,7 @@ mod dispatch;
 mod healing;
 mod history;
 mod inbox;
+mod presence;
 
 pub(crate) use history::Settled;
 

@@ -9,11 +9,13 @@
 //! - [`client`]: one WebSocket client's protocol state (its subscriptions and rate limits),
 //!   with no socket in it.
 //! - [`membership`]: a connection's place in the hub, given back on drop whatever happens.
+//! - [`presence`]: who is subscribed to presence channels, kept in the backends.
 
 mod bucket;
 pub(crate) mod client;
 mod membership;
 pub(crate) mod ops;
+pub(crate) mod presence;
 
 use std::sync::Arc;
 
@@ -77,12 +79,15 @@ pub(crate) struct Node {
     tracker: TaskTracker,
     /// Bumped on every successful reload; sessions re-check their subscriptions.
     rules_version: watch::Sender<u64>,
+    presence: presence::Presence,
 }
 
 impl Node {
     pub(crate) fn new(parts: Parts) -> Node {
         let publish_latency = parts.hub.backend_names().map(Metrics::publish_latency).collect();
+        let presence = presence::Presence::start(parts.hub.clone(), parts.metrics.presence.clone());
         Node {
+            presence,
             id: parts.id,
             hub: parts.hub,
             live: ArcSwap::from_pointee(parts.live),
@@ -183,6 +188,11 @@ impl Node {
         self.hub.outbox(key)
     }
 
+    /// This node's presence keeper.
+    pub(crate) fn presence(&self) -> &presence::Presence {
+        &self.presence
+    }
+
     /// Whether every backend is reachable and every dispatch task runs (drives `/readyz`).
     pub(crate) async fn ready(&self) -> Result<(), String> {
         self.hub.ready().await
@@ -203,6 +213,9 @@ impl Node {
                 "shutdown deadline passed with connections still open"
             );
         }
+        // The connections that closed queued their leaves; they go out before the backends
+        // close.
+        self.presence.close().await;
         self.hub.shutdown().await;
     }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::value::RawValue;
-use switchyard_backend::{BackendError, Page, Position, Retention};
+use switchyard_backend::{BackendError, Page, Position, Retention, Roster};
 
 use super::{Live, Node};
 use crate::channel::ChannelName;
@@ -212,6 +212,39 @@ pub(crate) async fn history(
     let page =
         read_history(node, &topic, since, limit, settings.retention, Purpose::Client).await?;
     Ok((name, page))
+}
+
+/// Answers `presence` for `channel` (WebSocket clients: if they may subscribe to it; the HTTP
+/// API: always): the counts and, with `limit > 0`, up to `limit` members after `after`.
+pub(crate) async fn presence(
+    node: &Node,
+    caller: Caller<'_>,
+    channel: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(ChannelName, Roster), OpError> {
+    let name = parse_channel(channel)?;
+    let live = node.live_full();
+    let resolved = route(&live.rules, &name)?;
+    if let Caller::Client { user } = caller {
+        if !resolved.may_subscribe(user) {
+            return Err(forbidden("reading the presence of", &name, user));
+        }
+    }
+    let settings = resolved.route.presence.ok_or_else(|| {
+        let message = format!("{name} keeps no presence (its route has no presence = true)");
+        OpError::new(ErrorCode::BadRequest, message)
+    })?;
+    let topic = TopicKey {
+        backend: resolved.route.backend,
+        channel: Arc::from(resolved.backend_channel(&name)),
+    };
+    let roster = node
+        .presence()
+        .read(&topic, name.as_str(), settings, after, limit)
+        .await
+        .map_err(unavailable)?;
+    Ok((name, roster))
 }
 
 /// Hex digits of the random part of a connection id.

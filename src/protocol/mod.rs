@@ -6,6 +6,7 @@
 //! `message` frame that subscribers receive.
 
 pub mod position;
+pub mod presence;
 pub mod wire;
 
 use std::borrow::Cow;
@@ -71,6 +72,13 @@ pub enum ClientOp<'a> {
         limit: usize,
         since: Option<u64>,
     },
+    /// `channel`'s counts and, unless `counts_only`, up to `limit` members after `cursor`.
+    Presence {
+        channel: Cow<'a, str>,
+        limit: usize,
+        cursor: Option<Cow<'a, str>>,
+        counts_only: bool,
+    },
     Ping,
 }
 
@@ -110,6 +118,10 @@ struct Wire<'a> {
     since: Option<&'a RawValue>,
     #[serde(borrow, default)]
     limit: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    cursor: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    members: Option<&'a RawValue>,
 }
 
 fn bad<'a>(id: Option<&'a RawValue>, message: impl Into<String>) -> DecodeError<'a> {
@@ -201,6 +213,7 @@ fn operation<'a>(
                 .ok_or_else(|| bad(id, "missing field `limit`"))? as usize,
             since: count_field(id, "since", wire.since)?,
         },
+        "presence" => presence_op(id, wire)?,
         "unsubscribe" => {
             ClientOp::Unsubscribe { channel: string_field(id, "channel", wire.channel)? }
         }
@@ -210,10 +223,28 @@ fn operation<'a>(
         "send" => ClientOp::Send { to: string_field(id, "to", wire.to)?, data: data()? },
         "ping" => ClientOp::Ping,
         other => {
-            let expected = "subscribe, unsubscribe, publish, send, history or ping";
+            let expected = "subscribe, unsubscribe, publish, send, history, presence or ping";
             return Err(bad(id, format!("unknown op {other:?}; expected {expected}")));
         }
     })
+}
+
+/// `presence`: `limit` (default [`presence::DEFAULT_PAGE`], at most [`presence::MAX_PAGE`]),
+/// `cursor` (a `next_cursor` from the previous page) and `members` (false: counts only).
+fn presence_op<'a>(
+    id: Option<&'a RawValue>,
+    wire: &Wire<'a>,
+) -> Result<ClientOp<'a>, DecodeError<'a>> {
+    let channel = string_field(id, "channel", wire.channel)?;
+    let limit =
+        presence::page_limit(count_field(id, "limit", wire.limit)?).map_err(|m| bad(id, m))?;
+    let cursor = wire.cursor.map(|c| string_field(id, "cursor", Some(c))).transpose()?;
+    let counts_only = match wire.members.map(|m| m.get()) {
+        None | Some("true") => false,
+        Some("false") => true,
+        Some(_) => return Err(bad(id, "field `members` must be true or false")),
+    };
+    Ok(ClientOp::Presence { channel, limit, cursor, counts_only })
 }
 
 /// Appends `s` as a JSON string literal.
@@ -345,6 +376,42 @@ mod tests {
             r#"{"op":"history","channel":"c","limit":-1}"#,
             r#"{"op":"history","channel":"c","limit":1,"since":"x"}"#,
             r#"{"op":"subscribe","channel":"c","since":5}"#,
+        ] {
+            assert_eq!(
+                decode(bad).map(|_| ()).map_err(|e| e.code),
+                Err(ErrorCode::BadRequest),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn decodes_presence_ops_with_their_bounds() {
+        let f = decode(r#"{"op":"presence","channel":"c","id":1}"#).expect("frame");
+        assert!(matches!(
+            f.op,
+            ClientOp::Presence {
+                limit: presence::DEFAULT_PAGE,
+                cursor: None,
+                counts_only: false,
+                ..
+            }
+        ));
+        let f =
+            decode(r#"{"op":"presence","channel":"c","limit":5,"cursor":"n:1","members":false}"#)
+                .expect("frame");
+        match f.op {
+            ClientOp::Presence { limit: 5, cursor: Some(c), counts_only: true, .. } => {
+                assert_eq!(c, "n:1")
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            r#"{"op":"presence"}"#,
+            r#"{"op":"presence","channel":"c","limit":0}"#,
+            r#"{"op":"presence","channel":"c","limit":1001}"#,
+            r#"{"op":"presence","channel":"c","cursor":5}"#,
+            r#"{"op":"presence","channel":"c","members":"no"}"#,
         ] {
             assert_eq!(
                 decode(bad).map(|_| ()).map_err(|e| e.code),

@@ -56,6 +56,18 @@ pub struct Route {
     pub max_message_bytes: usize,
     /// What the route's channels keep; `None`: no history (`history_size = 0`).
     pub history: Option<HistorySettings>,
+    /// Who is subscribed, when the route keeps presence (`presence = true`).
+    pub presence: Option<PresenceSettings>,
+}
+
+/// A route's presence: how long a member outlives its node, and whether subscribers are told
+/// of joins and leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceSettings {
+    /// A member's lease (`presence_ttl_s`): a dead node's members vanish within it.
+    pub ttl: std::time::Duration,
+    /// `join_leave`: subscribers receive `presence_diff` frames.
+    pub join_leave: bool,
 }
 
 /// A route's history: how much each channel keeps, and how much a client may recover.
@@ -180,6 +192,7 @@ mod tests {
             publish: Permission::Anyone,
             max_message_bytes: 1024,
             history: None,
+            presence: None,
         }
     }
 

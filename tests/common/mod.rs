@@ -7,6 +7,7 @@
 
 mod http_client;
 pub mod positions;
+pub mod presence;
 mod served;
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
@@ -244,7 +245,9 @@ impl Client {
         let mut skipped = VecDeque::new();
         let answer = loop {
             let f = self.recv_direct().await;
-            if f["id"] == json!(id) && (f["op"] == "ok" || f["op"] == "error") {
+            if f["id"] == json!(id)
+                && ["ok", "error", "presence"].contains(&f["op"].as_str().unwrap_or(""))
+            {
                 break f;
             }
             skipped.push_back(f);

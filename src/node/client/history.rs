@@ -126,7 +126,9 @@ fn seam(
     buffered: Vec<Bytes>,
     delivered: Option<Position>,
 ) -> Result<Settled, Vec<Bytes>> {
-    let first_live = buffered.first().and_then(|f| position::offset_of(wire::frame_payload(f)));
+    // The first held-back *message*: frames without a position (`presence_diff`) may come
+    // before it.
+    let first_live = buffered.iter().find_map(|f| position::offset_of(wire::frame_payload(f)));
     let same_epoch = delivered.as_ref().is_some_and(|d| d.epoch == page.epoch);
     let at = match (first_live, &delivered) {
         (Some(first), _) => first.saturating_sub(1),

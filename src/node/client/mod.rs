@@ -14,12 +14,16 @@ use serde_json::value::RawValue;
 
 use super::bucket::Bucket;
 use super::ops::{self, Caller, OpError};
+use super::presence::Seat;
 use super::{Membership, Node};
 use crate::auth::Identity;
 use crate::channel::ChannelName;
 use crate::hub::TopicKey;
 use crate::outbox::Outbox;
+use crate::protocol::presence as presence_frames;
 use crate::protocol::{self, encode, position, wire, ClientOp, ErrorCode, Since};
+use crate::routing::PresenceSettings;
+use switchyard_backend::Member;
 
 mod history;
 
@@ -145,6 +149,9 @@ impl Client {
             ClientOp::History { channel, limit, since } => {
                 self.history(&channel, limit, since, id).await
             }
+            ClientOp::Presence { channel, limit, cursor, counts_only } => {
+                self.presence(&channel, limit, cursor.as_deref(), counts_only, id).await
+            }
         };
         match result {
             Ok(Done::Answer) if id.is_some() => self.reply(encode::ok(id)),
@@ -224,19 +231,65 @@ impl Client {
             backend: resolved.route.backend,
             channel: Arc::from(resolved.backend_channel(&name)),
         };
-        if let Some(settings) = resolved.route.history {
-            return self.subscribe_kept(name, topic, settings, since, id).await;
-        }
-        if since.is_some() {
+        if since.is_some() && resolved.route.history.is_none() {
             ops::history_of(&resolved, &name)?;
         }
-        self.member.hold(&topic).await.map_err(ops::unavailable)?;
-        self.subscriptions.insert(name, topic);
-        Ok(Done::Answer)
+        // Present before subscribed: a join the backend did not take fails the subscribe, and
+        // a subscribe that fails drops the seat, which takes the member out again.
+        let seat = match resolved.route.presence {
+            Some(settings) => Some(self.take_seat(&name, &topic, settings).await?),
+            None => None,
+        };
+        let done = match resolved.route.history {
+            Some(settings) => self.subscribe_kept(name.clone(), topic, settings, since, id).await?,
+            None => {
+                self.member.hold(&topic).await.map_err(ops::unavailable)?;
+                self.subscriptions.insert(name.clone(), topic);
+                Done::Answer
+            }
+        };
+        if let Some(seat) = seat {
+            self.subscriptions.seats.insert(name, seat);
+        }
+        Ok(done)
+    }
+
+    /// Joins `name`'s presence as this connection.
+    async fn take_seat(
+        &self,
+        name: &ChannelName,
+        topic: &TopicKey,
+        settings: PresenceSettings,
+    ) -> Result<Seat, OpError> {
+        // An empty `sub` is no identity to show.
+        let user = self.user.as_deref().filter(|u| !u.is_empty());
+        let member = Member::new(&self.id, user);
+        let presence = self.node().presence();
+        presence.join(topic, name.as_str(), settings, member).await.map_err(ops::unavailable)
+    }
+
+    /// `{"op":"presence",…}`: `channel`'s counts and a page of its members.
+    async fn presence(
+        &mut self,
+        channel: &str,
+        limit: usize,
+        cursor: Option<&str>,
+        counts_only: bool,
+        id: Option<&RawValue>,
+    ) -> Result<Done, OpError> {
+        self.take_subscribe_token()?;
+        let caller = Caller::Client { user: self.user.as_deref() };
+        let limit = if counts_only { 0 } else { limit };
+        let (name, roster) = ops::presence(self.node(), caller, channel, cursor, limit).await?;
+        self.reply(presence_frames::answer(id, name.as_str(), &roster, counts_only));
+        Ok(Done::Answered)
     }
 
     async fn unsubscribe(&mut self, channel: &str) -> Result<(), OpError> {
         let name = ops::parse_channel(channel)?;
+        if let Some(seat) = self.subscriptions.seats.remove(&name) {
+            seat.leave().await;
+        }
         if let Some(topic) = self.subscriptions.remove(&name) {
             self.member.release(&topic).await;
         }
@@ -252,18 +305,34 @@ impl Client {
             let verdict = match live.rules.resolve(&name) {
                 None => Err("no_route"),
                 Some(r) if !r.may_subscribe(self.user.as_deref()) => Err("forbidden"),
-                Some(r) => Ok(TopicKey {
-                    backend: r.route.backend,
-                    channel: Arc::from(r.backend_channel(&name)),
-                }),
+                Some(r) => Ok((
+                    TopicKey {
+                        backend: r.route.backend,
+                        channel: Arc::from(r.backend_channel(&name)),
+                    },
+                    r.route.presence,
+                )),
             };
             let Some(old) = self.subscriptions.map.get(&name).cloned() else { continue };
             let reason = match verdict {
-                Ok(new) if new == old => continue,
-                Ok(new) => match self.member.hold(&new).await {
+                Ok((new, _)) if new == old => continue,
+                Ok((new, presence)) => match self.member.hold(&new).await {
                     Ok(()) => {
-                        self.subscriptions.insert(name.clone(), new);
+                        self.subscriptions.insert(name.clone(), new.clone());
                         self.member.release(&old).await;
+                        // The member moves with the subscription; should the new channel's
+                        // join fail, the connection is merely not shown there.
+                        self.subscriptions.seats.remove(&name);
+                        if let Some(settings) = presence {
+                            match self.take_seat(&name, &new, settings).await {
+                                Ok(seat) => {
+                                    self.subscriptions.seats.insert(name.clone(), seat);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(channel = %name, error = %e.message, "presence join after a reload failed")
+                                }
+                            }
+                        }
                         continue;
                     }
                     Err(_) => "unavailable",
@@ -288,12 +357,14 @@ impl Client {
 /// long as it is held, however the connection ends.
 struct Subscriptions {
     map: HashMap<ChannelName, TopicKey>,
+    /// The presence seats of those on presence routes; dropped with the subscription.
+    seats: HashMap<ChannelName, Seat>,
     gauge: Gauge,
 }
 
 impl Subscriptions {
     fn new(gauge: Gauge) -> Subscriptions {
-        Subscriptions { map: HashMap::new(), gauge }
+        Subscriptions { map: HashMap::new(), seats: HashMap::new(), gauge }
     }
 
     fn insert(&mut self, name: ChannelName, topic: TopicKey) {
@@ -303,6 +374,7 @@ impl Subscriptions {
     }
 
     fn remove(&mut self, name: &ChannelName) -> Option<TopicKey> {
+        self.seats.remove(name);
         let topic = self.map.remove(name)?;
         self.gauge.decrement(1.0);
         Some(topic)
