@@ -5,10 +5,13 @@
 //! added to the backend before the subscribe is answered, and dropping the seat (unsubscribe,
 //! disconnect, a session that panicked) removes it. Three tasks do the backend work, so no
 //! session waits on another's:
-//! - the **writer** takes every queued change at once and sends one update per channel (a
-//!   burst of joins to one channel is one backend call, not one per member);
-//! - the **renewer** re-adds every local member of a channel each third of its lease, in
-//!   chunks, so members of a node that died vanish within the lease while live ones never do;
+//! - the **writer** takes every queued write at once and sends one update per channel (a
+//!   burst of joins to one channel is one backend call per [`CALL_MEMBERS`], not one per
+//!   member);
+//! - the **renewer** queues a renewal of every local member of a channel each third of its
+//!   lease, so members of a node that died vanish within the lease while live ones never do.
+//!   Renewals go through the writer's queue, behind the joins and leaves queued before them: a
+//!   renewal can never re-add a member whose leave was queued after it was taken;
 //! - the **flusher** publishes the coalesced `presence_diff` frames ([`diff`]).
 //!
 //! What the backend reports (members that joined, left, or whose lease ended, whichever node
@@ -31,9 +34,9 @@ use crate::hub::{Hub, TopicKey};
 use crate::metrics::PresenceMetrics;
 use crate::routing::PresenceSettings;
 
-/// Most members one renewal call carries: a 10,000-member channel is ten calls a third of a
-/// lease, each a few milliseconds of Redis time.
-const RENEW_CHUNK: usize = 1000;
+/// Most members one backend call carries: a 10,000-member channel is renewed in ten calls,
+/// each a few milliseconds of Redis time, so no call holds a Redis shard for long.
+const CALL_MEMBERS: usize = 1000;
 
 /// How often the renewer looks for channels due.
 const RENEW_TICK: Duration = Duration::from_secs(1);
@@ -59,15 +62,21 @@ struct Local {
     renewed: Instant,
 }
 
-/// One queued change: `member` joins (`Some`) or the connection `conn` leaves (`None`).
+/// Where a waiting join or leave hears how its write went.
+type Done = oneshot::Sender<Result<(), BackendError>>;
+
+/// One queued write: `member` joins or is renewed (`Some`), or the connection `conn` leaves
+/// (`None`).
 struct Write {
     topic: TopicKey,
     channel: Arc<str>,
     settings: PresenceSettings,
     conn: Arc<str>,
     member: Option<Member>,
-    /// A join's subscribe waits for the backend's answer.
-    done: Option<oneshot::Sender<Result<(), BackendError>>>,
+    /// A join's subscribe (and an unsubscribe) waits for the backend's answer.
+    done: Option<Done>,
+    /// Queued by the renewer (counted as such).
+    renewal: bool,
 }
 
 struct Shared {
@@ -146,6 +155,7 @@ impl Presence {
             conn,
             member: Some(member),
             done: Some(done),
+            renewal: false,
         };
         if self.shared.writes.send(write).is_err() {
             return Err(BackendError::Unavailable("presence is shut down".into()));
@@ -214,7 +224,7 @@ impl Seat {
 
     /// Takes the member out of the local table and queues its leave; false when it was out
     /// already (so a seat leaves once, by `leave` or by drop).
-    fn queue_leave(&self, done: Option<oneshot::Sender<Result<(), BackendError>>>) -> bool {
+    fn queue_leave(&self, done: Option<Done>) -> bool {
         let mut local = self.shared.lock_local();
         let Some(entry) = local.get_mut(&self.topic) else { return false };
         if entry.members.remove(&self.conn).is_none() {
@@ -228,6 +238,7 @@ impl Seat {
             conn: self.conn.clone(),
             member: None,
             done,
+            renewal: false,
         };
         if entry.members.is_empty() {
             local.remove(&self.topic);
@@ -264,14 +275,17 @@ impl Shared {
     }
 }
 
-/// The changes queued for one channel, the last one per connection winning (a join and its
+/// The writes queued for one channel, the last one per connection winning (a join and its
 /// leave in one batch end as a leave).
 struct Batch {
     channel: Arc<str>,
     settings: PresenceSettings,
     /// conn → the member to add, or None to remove.
     last: HashMap<Arc<str>, Option<Member>>,
-    waiting: Vec<oneshot::Sender<Result<(), BackendError>>>,
+    /// Who waits for which connection's write.
+    waiting: Vec<(Arc<str>, Done)>,
+    /// Whether every write was a renewal.
+    renewals_only: bool,
 }
 
 fn batches(writes: Vec<Write>) -> HashMap<TopicKey, Batch> {
@@ -282,13 +296,19 @@ fn batches(writes: Vec<Write>) -> HashMap<TopicKey, Batch> {
             settings: w.settings,
             last: HashMap::new(),
             waiting: Vec::new(),
+            renewals_only: true,
         });
+        b.renewals_only &= w.renewal;
+        if let Some(done) = w.done {
+            b.waiting.push((w.conn.clone(), done));
+        }
         b.last.insert(w.conn, w.member);
-        b.waiting.extend(w.done);
     }
     out
 }
 
+/// Sends one channel's batch in calls of at most [`CALL_MEMBERS`] members, one after another,
+/// and answers each waiter with the outcome of the call that carried its connection.
 async fn apply(shared: &Shared, topic: TopicKey, batch: Batch) {
     let mut add = Vec::new();
     let mut remove = Vec::new();
@@ -298,27 +318,47 @@ async fn apply(shared: &Shared, topic: TopicKey, batch: Batch) {
             None => remove.push(conn),
         }
     }
-    let ttl = batch.settings.ttl;
-    let result =
-        shared.hub.presence_update(topic.backend, &topic.channel, &add, &remove, ttl).await;
-    match result {
-        Ok(changes) => {
-            shared.metrics.change_ok.increment(1);
-            let join_leave = batch.settings.join_leave;
-            shared.note_changes(&topic, &batch.channel, join_leave, changes);
-            for w in batch.waiting {
-                let _ = w.send(Ok(()));
+    let (ok, failed) = match batch.renewals_only {
+        true => (&shared.metrics.renew_ok, &shared.metrics.renew_failed),
+        false => (&shared.metrics.change_ok, &shared.metrics.change_failed),
+    };
+    let mut failures: HashMap<Arc<str>, BackendError> = HashMap::new();
+    let (mut add, mut remove) = (add.as_slice(), remove.as_slice());
+    while !add.is_empty() || !remove.is_empty() {
+        let r = remove.len().min(CALL_MEMBERS);
+        let a = add.len().min(CALL_MEMBERS - r);
+        let (these_adds, these_removes) = (&add[..a], &remove[..r]);
+        (add, remove) = (&add[a..], &remove[r..]);
+        let ttl = batch.settings.ttl;
+        let call = shared.hub.presence_update(
+            topic.backend,
+            &topic.channel,
+            these_adds,
+            these_removes,
+            ttl,
+        );
+        match call.await {
+            Ok(changes) => {
+                ok.increment(1);
+                // What the backend says changed is what subscribers are told: members it had
+                // lost (a restart) come back as joins, leases other nodes let end as leaves.
+                let join_leave = batch.settings.join_leave;
+                shared.note_changes(&topic, &batch.channel, join_leave, changes);
+            }
+            Err(e) => {
+                failed.increment(1);
+                tracing::warn!(
+                    channel = %topic.channel,
+                    error = %e,
+                    "presence update failed; renewals retry every third of the lease, and leases end members that could not be removed"
+                );
+                let conns = these_adds.iter().map(|m| &m.conn).chain(these_removes);
+                failures.extend(conns.map(|c| (c.clone(), e.clone())));
             }
         }
-        Err(e) => {
-            shared.metrics.change_failed.increment(1);
-            if !remove.is_empty() {
-                tracing::warn!(channel = %topic.channel, error = %e, "presence: leaves not written; their leases end them");
-            }
-            for w in batch.waiting {
-                let _ = w.send(Err(e.clone()));
-            }
-        }
+    }
+    for (conn, w) in batch.waiting {
+        let _ = w.send(failures.get(&conn).map_or(Ok(()), |e| Err(e.clone())));
     }
 }
 
@@ -349,55 +389,25 @@ async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Writ
     }
 }
 
-/// One renewal call: up to [`RENEW_CHUNK`] members of one channel.
-struct Renewal {
-    topic: TopicKey,
-    channel: Arc<str>,
-    settings: PresenceSettings,
-    members: Vec<Member>,
-}
-
-/// The renewals due now; marks their channels renewed.
-fn due(shared: &Shared, now: Instant) -> Vec<Renewal> {
-    let mut out = Vec::new();
+/// Queues a renewal of every member of the channels due now, and marks them renewed.
+fn queue_renewals(shared: &Shared, now: Instant) {
     let mut local = shared.lock_local();
     for (topic, l) in local.iter_mut() {
         if now < l.renewed + l.settings.ttl / 3 {
             continue;
         }
         l.renewed = now;
-        let members: Vec<Member> = l
-            .members
-            .iter()
-            .map(|(conn, user)| Member { conn: conn.clone(), user: user.clone() })
-            .collect();
-        for chunk in members.chunks(RENEW_CHUNK) {
-            out.push(Renewal {
+        for (conn, user) in &l.members {
+            let member = Member { conn: conn.clone(), user: user.clone() };
+            let _ = shared.writes.send(Write {
                 topic: topic.clone(),
                 channel: l.channel.clone(),
                 settings: l.settings,
-                members: chunk.to_vec(),
+                conn: conn.clone(),
+                member: Some(member),
+                done: None,
+                renewal: true,
             });
-        }
-    }
-    out
-}
-
-async fn renew(shared: &Shared, r: Renewal) {
-    let result = shared
-        .hub
-        .presence_update(r.topic.backend, &r.topic.channel, &r.members, &[], r.settings.ttl)
-        .await;
-    match result {
-        Ok(changes) => {
-            shared.metrics.renew_ok.increment(1);
-            // Members the backend had lost (a restart) come back as joins; leases other nodes
-            // let end go as leaves.
-            shared.note_changes(&r.topic, &r.channel, r.settings.join_leave, changes);
-        }
-        Err(e) => {
-            shared.metrics.renew_failed.increment(1);
-            tracing::warn!(channel = %r.topic.channel, error = %e, "presence: renewal failed; retried in a third of the lease");
         }
     }
 }
@@ -407,11 +417,9 @@ async fn renew_loop(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tick.tick() => queue_renewals(&shared, Instant::now()),
             () = shared.stop.cancelled() => return,
         }
-        let work = due(&shared, Instant::now());
-        stream::iter(work).for_each_concurrent(CONCURRENT_CALLS, |r| renew(&shared, r)).await;
     }
 }
 
@@ -442,5 +450,41 @@ async fn flush_loop(shared: Arc<Shared>) {
             // `Presence::close` sends the last diffs once the writer is done.
             () = shared.stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(conn: &str, join: bool, renewal: bool) -> Write {
+        let settings = PresenceSettings { ttl: Duration::from_secs(30), join_leave: true };
+        Write {
+            topic: TopicKey { backend: 0, channel: Arc::from("room.1") },
+            channel: Arc::from("room.1"),
+            settings,
+            conn: Arc::from(conn),
+            member: join.then(|| Member::new(conn, None)),
+            done: None,
+            renewal,
+        }
+    }
+
+    #[test]
+    fn the_last_write_per_connection_wins_in_queue_order() {
+        // A renewal taken before a leave, then the leave: the member must end removed; a leave
+        // then a join (a quick resubscribe): present.
+        let writes = vec![
+            write("x", true, true),
+            write("x", false, false),
+            write("y", false, false),
+            write("y", true, false),
+        ];
+        let b = batches(writes).into_values().next().expect("one channel");
+        assert_eq!(b.last.get("x").map(Option::is_some), Some(false), "x leaves");
+        assert_eq!(b.last.get("y").map(Option::is_some), Some(true), "y stays");
+        assert!(!b.renewals_only, "a batch with changes counts as changes");
+        let only = batches(vec![write("z", true, true)]).into_values().next().expect("batch");
+        assert!(only.renewals_only);
     }
 }
