@@ -51,3 +51,47 @@ async fn the_http_api_answers_presence() {
     let (a, _b, _secrets) = two_nodes().await;
     scenario::the_http_api_answers_presence(&a).await;
 }
+
+/// A backend that carries messages but keeps neither history nor presence (the trait's
+/// defaults), as a new backend kind might.
+struct Bare(MemoryBackend);
+
+#[async_trait::async_trait]
+impl switchyard_backend::Backend for Bare {
+    fn kind(&self) -> &'static str {
+        "bare"
+    }
+    async fn publish(
+        &self,
+        channel: &str,
+        payload: bytes::Bytes,
+    ) -> Result<u64, switchyard_backend::BackendError> {
+        self.0.publish(channel, payload).await
+    }
+    async fn subscribe(&self, channel: &str) -> Result<(), switchyard_backend::BackendError> {
+        self.0.subscribe(channel).await
+    }
+    async fn unsubscribe(&self, channel: &str) -> Result<(), switchyard_backend::BackendError> {
+        self.0.unsubscribe(channel).await
+    }
+    fn take_incoming(&self) -> Option<switchyard_backend::Incoming> {
+        self.0.take_incoming()
+    }
+    async fn ready(&self) -> Result<(), switchyard_backend::BackendError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_backend_without_presence_is_refused_for_presence_routes() {
+    let secrets = Secrets::new();
+    let config = common::config(&node_config("a", &secrets, "[backends.bus]\nkind = \"memory\"\n"));
+    let bare: Arc<dyn switchyard_backend::Backend> = Arc::new(Bare(MemoryBackend::new()));
+    match switchyard::broker::Broker::start_with_backends(config, vec![bare]).await {
+        Err(e @ switchyard::broker::StartError::NoPresence { .. }) => {
+            assert!(e.to_string().contains("routes[0] keeps presence"), "{e}");
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a presence route started on a backend without presence"),
+    }
+}
