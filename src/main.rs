@@ -137,6 +137,18 @@ fn describe_history(r: &switchyard::routing::Route) -> String {
     }
 }
 
+/// A route's presence settings, as `check` and `route` print them.
+fn describe_presence(r: &switchyard::routing::Route) -> String {
+    match &r.presence {
+        None => "none (presence = false)".to_string(),
+        Some(p) => format!(
+            "members listed, a dead node's gone within {} s; join/leave diffs {}",
+            p.ttl.as_secs(),
+            if p.join_leave { "on" } else { "off" }
+        ),
+    }
+}
+
 fn check(path: &PathBuf) -> ExitCode {
     let config = match load(Some(path)) {
         Ok(c) => c,
@@ -160,6 +172,14 @@ fn check(path: &PathBuf) -> ExitCode {
             r.index,
             r.pattern.source(),
             describe_history(r)
+        );
+    }
+    for r in routes.iter().filter(|r| r.presence.is_some()) {
+        println!(
+            "presence: routes[{}] (match = {:?}): {}",
+            r.index,
+            r.pattern.source(),
+            describe_presence(r)
         );
     }
     println!("ok: {}: {} routes, {} backends", path.display(), routes.len(), config.backends.len());
@@ -217,5 +237,6 @@ fn route(path: Option<PathBuf>, user: Option<&str>, channel: &str) -> ExitCode {
     );
     println!("max_message_bytes: {}", r.max_message_bytes);
     println!("history:           {}", describe_history(r));
+    println!("presence:          {}", describe_presence(r));
     ExitCode::SUCCESS
 }

@@ -107,6 +107,11 @@ fn route_explains_the_matching_rule_for_a_user() {
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
+    let o = run(&["route", "--config", "config/chat.toml", "--user", "alice", "room.lobby"]);
+    let out = text(&o);
+    let want =
+        "presence:          members listed, a dead node's gone within 30 s; join/leave diffs on";
+    assert!(out.contains(want), "missing {want:?} in:\n{out}");
     let o = run(&["route", "--config", "config/chat.toml", "--user", "bob", "user.alice"]);
     assert!(
         text(&o).contains("subscribe:         user == {id} -> denied for user \"bob\""),
