@@ -20,6 +20,7 @@
 mod diff;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -87,6 +88,10 @@ struct Shared {
     local: Mutex<HashMap<TopicKey, Local>>,
     pending: Mutex<diff::Pending>,
     metrics: PresenceMetrics,
+    /// Renewal writes queued and not yet taken by the writer. While a backend is too slow to
+    /// take one round of renewals, no next round is queued on top of it: the queue holds at
+    /// most one renewal per member however long the backend stalls.
+    queued_renewals: AtomicUsize,
     /// Ends the tasks; the writer and the flusher finish what is queued first.
     stop: CancellationToken,
 }
@@ -114,6 +119,7 @@ impl Presence {
             local: Mutex::new(HashMap::new()),
             pending: Mutex::new(diff::Pending::default()),
             metrics,
+            queued_renewals: AtomicUsize::new(0),
             stop: CancellationToken::new(),
         });
         let tasks = vec![
@@ -379,6 +385,8 @@ async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Writ
         if n == 0 {
             return;
         }
+        let renewals = taken.iter().filter(|w| w.renewal).count();
+        shared.queued_renewals.fetch_sub(renewals, Ordering::Relaxed);
         let work = batches(std::mem::take(&mut taken));
         stream::iter(work)
             .for_each_concurrent(CONCURRENT_CALLS, |(topic, batch)| apply(&shared, topic, batch))
@@ -391,6 +399,10 @@ async fn write_loop(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Writ
 
 /// Queues a renewal of every member of the channels due now, and marks them renewed.
 fn queue_renewals(shared: &Shared, now: Instant) {
+    if shared.queued_renewals.load(Ordering::Relaxed) > 0 {
+        // The last round is still queued (a stalled backend); it renews these members anyway.
+        return;
+    }
     let mut local = shared.lock_local();
     for (topic, l) in local.iter_mut() {
         if now < l.renewed + l.settings.ttl / 3 {
@@ -399,6 +411,7 @@ fn queue_renewals(shared: &Shared, now: Instant) {
         l.renewed = now;
         for (conn, user) in &l.members {
             let member = Member { conn: conn.clone(), user: user.clone() };
+            shared.queued_renewals.fetch_add(1, Ordering::Relaxed);
             let _ = shared.writes.send(Write {
                 topic: topic.clone(),
                 channel: l.channel.clone(),
