@@ -414,8 +414,15 @@ export class Client {
       this._ws = null;
       this._connectionEnded(ev.code, ev.reason || "");
     };
-    // An error is always followed by a close event, which does the work.
-    ws.onerror = () => {};
+    // A failed connection ends with 1006 whatever else happens: browsers fire close after
+    // error, but Node 20's WebSocket (undici) fires only error when the connection is
+    // refused, which would leave the attempt hanging until connectTimeout. Abandoning the
+    // socket here makes a close event that may follow count for nothing.
+    ws.onerror = () => {
+      if (gen !== this._gen) return;
+      this._abandonSocket();
+      this._connectionEnded(1006, "connection error");
+    };
   }
 
   _tokenExpired() {
