@@ -1,7 +1,8 @@
-//! The JavaScript client (`clients/js`), tested with node's own test runner against this
-//! build's broker binary: `cargo test --workspace` runs them like every other test. They need
-//! `node` (20 or newer) on PATH. A missing tool fails the test, saying what to install: never
-//! a silent pass.
+//! The JavaScript client (`clients/js`) and the demo chat page (`web/demo.html`), tested with
+//! node's own test runner against this build's broker binary: `cargo test --workspace` runs
+//! them like every other test. They need `node` (20 or newer) on PATH, and the browser test
+//! also Chromium at /usr/bin/chromium and `npm ci --prefix clients/js` (playwright-core); .ci/run
+//! installs both. A missing tool fails the test, saying what to install: never a silent pass.
 //!
 //! The node tests start their own brokers (and redis-server) on free ports in temporary
 //! directories, so they run next to the other test binaries.
@@ -9,6 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Run on its own (`browser_demo_chat`): it needs Chromium and playwright-core.
+const BROWSER: &str = "browser.test.mjs";
 
 /// Longest a node run may take before it is killed and the test fails.
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -88,5 +92,15 @@ fn run_node_tests(files: &[String]) {
 
 #[test]
 fn node_client_suite() {
-    run_node_tests(&test_files());
+    let files: Vec<String> = test_files().into_iter().filter(|f| f != BROWSER).collect();
+    run_node_tests(&files);
+}
+
+#[test]
+fn browser_demo_chat() {
+    assert!(
+        client_dir().join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run `npm ci --prefix clients/js` (the browser test drives Chromium with it)"
+    );
+    run_node_tests(&[BROWSER.to_string()]);
 }
