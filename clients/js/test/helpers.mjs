@@ -25,9 +25,11 @@ export function brokerBinary() {
 }
 
 // Every process a test file started, killed when the file's process exits however it exits,
-// so a failing test never leaves a broker or a Redis behind.
+// so a failing test never leaves a broker or a Redis behind. The temporary directories (with
+// the brokers' logs) are removed after a passing run and kept, and named, after a failing one.
 const children = new Set();
-process.on("exit", () => {
+const dirs = new Set();
+process.on("exit", (code) => {
   for (const child of children) {
     try {
       child.kill("SIGKILL");
@@ -35,10 +37,17 @@ process.on("exit", () => {
       // already gone
     }
   }
+  if (code === 0 && !process.exitCode) {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  } else if (dirs.size > 0) {
+    console.error(`broker configs and logs kept in: ${[...dirs].join(" ")}`);
+  }
 });
 
 export function tempDir(prefix = "switchyard-js-") {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  dirs.add(dir);
+  return dir;
 }
 
 /** A port that was free a moment ago (the OS picked it). */
@@ -248,7 +257,6 @@ export async function startRedis() {
     url: `redis://127.0.0.1:${port}`,
     async kill() {
       child.kill("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
