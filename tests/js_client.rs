@@ -11,10 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Test files not run yet, with why. `presence.test.mjs` waits for the broker's presence op
-/// (being built on another branch): remove it from here when that lands.
-const PENDING: &[&str] = &["presence.test.mjs"];
-
 /// Run on its own (`browser_demo_chat`): it needs Chromium and playwright-core.
 const BROWSER: &str = "browser.test.mjs";
 
@@ -25,13 +21,13 @@ fn client_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/js")
 }
 
-/// `*.test.mjs` under clients/js/test, sorted, without the pending ones.
+/// `*.test.mjs` under clients/js/test, sorted.
 fn test_files() -> Vec<String> {
     let dir = client_dir().join("test");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
         .map(|entry| entry.expect("dir entry").file_name().to_string_lossy().into_owned())
-        .filter(|name| name.ends_with(".test.mjs") && !PENDING.contains(&name.as_str()))
+        .filter(|name| name.ends_with(".test.mjs"))
         .collect();
     files.sort();
     files

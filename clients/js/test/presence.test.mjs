@@ -1,6 +1,4 @@
-// Presence through the client, against a real broker. PENDING: the broker's presence op is
-// being built on another branch; tests/js_client.rs lists this file in PENDING and the npm
-// `test` script leaves it out until it lands (run it alone: npm run test:presence).
+// Presence through the client, against a real broker.
 //
 // The contract coded against:
 //   → {"op":"presence","channel":C,"id":1,"limit":100,"cursor":"…","members":false}
