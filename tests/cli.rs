@@ -65,9 +65,14 @@ fn every_invalid_config_is_reported_with_file_line_column_and_key() {
         assert!(stderr.starts_with(&want), "{rel}: wanted {want:?}, got:\n{stderr}");
         // The offending line is shown under the message.
         assert!(stderr.lines().count() >= 3, "{rel}: no excerpt:\n{stderr}");
+        // And, where the file says so, the message says what is wrong in the user's words.
+        for message in content.lines().filter_map(|l| l.strip_prefix("# message: ")) {
+            let first = stderr.lines().next().unwrap_or("");
+            assert!(first.contains(message), "{rel}: wanted {message:?} in:\n{stderr}");
+        }
         checked += 1;
     }
-    assert!(checked >= 8, "only {checked} invalid configs found");
+    assert!(checked >= 14, "only {checked} invalid configs found");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 mod build;
 mod error;
 mod raw;
+mod units;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -197,21 +198,71 @@ fn parse_raw(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
 }
 
 fn toml_error(file: &str, text: &str, e: &toml::de::Error, key: &str) -> ConfigError {
-    let offset = e.span().map_or(0, |s| s.start);
+    let offset = e.span().map_or(0, |s| s.start).min(text.len());
     let message = e.message().trim().to_string();
-    // serde's "unknown field" names the key itself; for the rest the path says where.
-    let key = if key.is_empty() { key_at(text, offset) } else { key.to_string() };
-    ConfigError::at(file, text, offset, &key, message)
+    // serde's "unknown field" names the key itself; for the rest the path says where. Syntax
+    // errors come without a path: the key is read off the text.
+    if !key.is_empty() {
+        return ConfigError::at(file, text, offset, key, message);
+    }
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let message = syntax_message(line, message);
+    ConfigError::at(file, text, offset, &key_at(&text[..line_start], line), message)
 }
 
-/// The key written at `offset`, for errors serde reports without a path (syntax errors).
-fn key_at(text: &str, offset: usize) -> String {
-    let line_start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    match line.split_once('=') {
-        Some((k, _)) if !k.trim().is_empty() => k.trim().to_string(),
-        _ => "(syntax)".to_string(),
+/// The dotted key of `line` in the table the lines `before` it leave open (`server.listen`,
+/// `routes[2].match`), for errors serde reports without a path.
+fn key_at(before: &str, line: &str) -> String {
+    let table = open_table(before);
+    let key = match line.split_once('=') {
+        Some((k, _)) if !k.trim().is_empty() && !k.trim_start().starts_with('[') => Some(k.trim()),
+        _ => None,
+    };
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (None, Some(k)) => k.to_string(),
+        (Some(t), None) => t,
+        (None, None) => "(syntax)".to_string(),
     }
+}
+
+/// The table the header lines of `before` leave open: `server`, `backends.main`, or the
+/// `n`th `[[routes]]` as `routes[n]` (counted from 0, as every other error names routes).
+fn open_table(before: &str) -> Option<String> {
+    let mut table = None;
+    let mut arrays: std::collections::HashMap<&str, usize> = Default::default();
+    for line in before.lines().map(str::trim) {
+        if let Some((name, _)) = line.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            let seen = arrays.entry(name.trim()).or_insert(0);
+            table = Some(format!("{}[{seen}]", name.trim()));
+            *seen += 1;
+        } else if let Some((name, _)) = line.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            table = Some(name.trim().to_string());
+        }
+    }
+    table
+}
+
+/// toml's syntax message, or what is really wrong when toml's text would mislead: `key =`
+/// with nothing after it is reported as an unquoted string.
+fn syntax_message(line: &str, message: String) -> String {
+    let Some((_, value)) = line.split_once('=') else { return message };
+    let value = value.split('#').next().unwrap_or("").trim();
+    if value.is_empty() {
+        return "no value after `=`: write a quoted string, a number, true or false, or remove \
+                the line"
+            .to_string();
+    }
+    let parses = |v: &str| toml::from_str::<toml::Table>(&format!("v = {v}")).is_ok();
+    let quotable = !value.starts_with(['"', '\'', '[', '{']) && !value.contains('"');
+    if quotable && !parses(value) && parses(&format!("\"{value}\"")) {
+        return format!("{value} is not a TOML value; strings are quoted: write \"{value}\"");
+    }
+    if value.starts_with('"') && value.matches('"').count() == 1 {
+        return "string not closed: the `\"` at its end is missing".to_string();
+    }
+    message
 }
 
 /// The largest `history_size`: a recovery or `history` read of that many messages is still one
@@ -406,6 +457,45 @@ mod tests {
     #[test]
     fn syntax_errors_are_located() {
         let l = located("[server]\nlisten = \n");
-        assert_eq!(l.line, 2);
+        assert_eq!((l.line, l.key.as_str()), (2, "server.listen"));
+        assert!(l.message.starts_with("no value after `=`"), "{}", l.message);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_dotted_key_and_the_real_problem() {
+        let l = located("[server]\nlisten = 127.0.0.1:8080\n");
+        assert_eq!(l.key, "server.listen");
+        assert!(
+            l.message.contains("strings are quoted: write \"127.0.0.1:8080\""),
+            "{}",
+            l.message
+        );
+        let routes = "[[routes]]\nmatch = \"a\"\n[backends.m]\nkind = \"memory\"\n[[routes]]\n";
+        let l = located(&format!("{routes}match = \"b\n"));
+        assert_eq!((l.line, l.key.as_str()), (6, "routes[1].match"));
+        assert!(l.message.contains("string not closed"), "{}", l.message);
+        let l = located("[backends.main]\nkind = memory\n");
+        assert_eq!(l.key, "backends.main.kind");
+        // A problem toml describes well keeps toml's words.
+        let l = located("[server]\nlisten = \"a\" \"b\"\n");
+        assert!(l.message.contains("expected newline"), "{}", l.message);
+    }
+
+    #[test]
+    fn numbers_with_units_say_which_unit_they_want() {
+        let l = located("[server]\nmax_frame_bytes = \"64k\"\n");
+        assert_eq!(l.key, "server.max_frame_bytes");
+        assert!(
+            l.message.ends_with("expected a number of bytes without quotes or units, like 65536"),
+            "{}",
+            l.message
+        );
+        let l = located("[server]\nping_interval_ms = 2.5\n");
+        assert!(l.message.contains("a number of milliseconds"), "{}", l.message);
+        let l = located("[backends.m]\nkind = \"memory\"\n[[routes]]\nmatch = \"a\"\nhistory_size = 5\nhistory_ttl_s = \"5m\"\n");
+        assert_eq!(l.key, "routes[0].history_ttl_s");
+        assert!(l.message.contains("a number of seconds"), "{}", l.message);
+        let l = located("[limits]\nmax_subscriptions = -3\n");
+        assert!(l.message.contains("integer `-3`, expected a whole number"), "{}", l.message);
     }
 }
