@@ -40,10 +40,13 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
     },
-    /// Validate a config file and report rules that can never match.
+    /// Validate a config file and warn about rules that can never match or never be used.
     Check {
+        /// The config file (or give it with --config).
+        #[arg(value_name = "FILE", required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Show which rule a channel hits, its backend channel and who may use it.
     Route {
@@ -62,7 +65,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, log_format } => serve(config, log_format),
-        Command::Check { config } => check(&config),
+        Command::Check { file, config } => match file.or(config) {
+            Some(path) => check(&path),
+            None => {
+                eprintln!("error: give a config file: switchyard check FILE");
+                ExitCode::from(2)
+            }
+        },
         Command::Route { config, user, channel } => route(config, user.as_deref(), &channel),
         Command::PrintConfig => {
             print!("{DEFAULT_CONFIG}");
@@ -154,6 +163,18 @@ fn check(path: &PathBuf) -> ExitCode {
     if routes.is_empty() {
         println!("warning: {}: no [[routes]]: every channel gets no_route", path.display());
     }
+    if !config.auth.has_jwt() {
+        for r in routes {
+            if let Some(why) = needs_a_user(r) {
+                println!(
+                    "warning: {}: routes[{}] (match = {:?}): {why}, but [auth] configures no JWT key, so every client is anonymous and nobody can; set auth.jwt_hs256_secret_env (or another JWT key) or use \"anyone\"",
+                    path.display(),
+                    r.index,
+                    r.pattern.source(),
+                );
+            }
+        }
+    }
     for r in routes.iter().filter(|r| r.history.is_some()) {
         println!(
             "history: routes[{}] (match = {:?}): {}",
@@ -164,6 +185,19 @@ fn check(path: &PathBuf) -> ExitCode {
     }
     println!("ok: {}: {} routes, {} backends", path.display(), routes.len(), config.backends.len());
     ExitCode::SUCCESS
+}
+
+/// What a route lets only signed-in users do (`subscribe = authenticated`, ...), if anything.
+fn needs_a_user(r: &switchyard::routing::Route) -> Option<String> {
+    use switchyard::routing::Permission;
+    let needs = |p: &Permission| matches!(p, Permission::Authenticated | Permission::UserIs { .. });
+    let ops: Vec<String> = [("subscribe", &r.subscribe), ("publish", &r.publish)]
+        .into_iter()
+        .filter(|(_, p)| needs(p))
+        .map(|(op, p)| format!("{op} = \"{p}\""))
+        .collect();
+    let verb = if ops.len() > 1 { "need" } else { "needs" };
+    (!ops.is_empty()).then(|| format!("{} {verb} a signed-in user", ops.join(" and ")))
 }
 
 fn route(path: Option<PathBuf>, user: Option<&str>, channel: &str) -> ExitCode {

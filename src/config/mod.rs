@@ -94,6 +94,16 @@ pub struct AuthConfig {
     pub send: SendPermission,
 }
 
+impl AuthConfig {
+    /// Whether a JWT key is configured; without one every WebSocket client is anonymous.
+    pub fn has_jwt(&self) -> bool {
+        self.jwt_hs256_secret_env.is_some()
+            || self.jwt_hs256_secret_file.is_some()
+            || self.jwt_rs256_public_key_file.is_some()
+            || self.jwt_es256_public_key_file.is_some()
+    }
+}
+
 /// `auth.send`: which WebSocket clients may `send` direct messages.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum SendPermission {
