@@ -148,6 +148,9 @@ fn no_room(node: &Node) -> Option<Response<Body>> {
 
 fn unauthorized(node: &Node, e: &TokenError) -> Response<Body> {
     node.metrics().refused_auth.increment(1);
+    // Info, not warn: a refused token is the client's problem, but whoever runs the client
+    // asks the operator why, and the answer is here.
+    tracing::info!(reason = %e, "websocket upgrade refused: 401");
     error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &e.to_string())
 }
 
