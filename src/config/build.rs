@@ -163,6 +163,23 @@ impl Builder<'_> {
             body_timeout: self.millis(&s.body_timeout_ms, "server.body_timeout_ms", 10_000)?,
             max_header_bytes: self.max_header_bytes(&s.max_header_bytes)?,
             listen_backlog: self.listen_backlog(&s.listen_backlog)?,
+            // Off unless a file asks for it: a production broker serves no pages.
+            demo_page: s.demo_page.unwrap_or(false),
+            allowed_origins: self.allowed_origins(&s.allowed_origins)?,
+        })
+    }
+
+    /// `server.allowed_origins`: absent means same-origin only; each entry is checked here so
+    /// a typo is refused at load instead of refusing every browser at run time.
+    fn allowed_origins(
+        &self,
+        v: &Option<Spanned<Vec<Spanned<String>>>>,
+    ) -> Result<AllowedOrigins, ConfigError> {
+        let Some(list) = v else { return Ok(AllowedOrigins::SameOrigin) };
+        let entries: Vec<&str> = list.get_ref().iter().map(|e| e.get_ref().as_str()).collect();
+        AllowedOrigins::parse(&entries).or_else(|(i, why)| {
+            let span = list.get_ref()[i].span();
+            self.err(span, &format!("server.allowed_origins[{i}]"), why)
         })
     }
 

@@ -6,6 +6,7 @@
 
 mod build;
 mod error;
+mod origins;
 mod raw;
 mod units;
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigError, Located};
+pub use origins::{AllowedOrigins, OriginPattern};
 use raw::{RawConfig, RawRoute};
 
 use crate::routing::{Collision, HistorySettings, Pattern, Permission, Route, Rules, Template};
@@ -57,6 +59,10 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Connections the kernel queues before the broker accepts them.
     pub listen_backlog: u32,
+    /// Serve the demo chat page at `/` and the JavaScript client at `/switchyard.js`.
+    pub demo_page: bool,
+    /// Which browser pages (`Origin` headers) may open WebSockets.
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// Per-connection limits (route limits live on each [`Route`]).
@@ -301,6 +307,33 @@ mod tests {
         assert_eq!(c.backends[0].kind, BackendKind::Memory);
         assert_eq!(c.rules.routes().len(), 1);
         assert_eq!(c.rules.routes()[0].subscribe, Permission::Anyone);
+    }
+
+    #[test]
+    fn the_demo_page_is_on_in_the_builtin_default_only() {
+        let c = Config::builtin().expect("default config");
+        assert!(c.server.demo_page);
+        assert_eq!(
+            c.server.allowed_origins.to_string(),
+            "http://127.0.0.1:8080, http://localhost:8080"
+        );
+        assert!(c.server.allowed_origins.allows("http://localhost:8080", None));
+        let c = Config::parse("test.toml", "").expect("empty config");
+        assert!(!c.server.demo_page);
+        assert_eq!(c.server.allowed_origins, AllowedOrigins::SameOrigin);
+    }
+
+    #[test]
+    fn allowed_origins_are_checked_at_load() {
+        let c = Config::parse("t.toml", "[server]\nallowed_origins = [\"*\"]\n").expect("valid");
+        assert_eq!(c.server.allowed_origins, AllowedOrigins::Any);
+        let l = located(
+            "[server]\nallowed_origins = [\n  \"https://chat.example.com\",\n  \"chat.example.com\",\n]\n",
+        );
+        assert_eq!((l.line, l.column, l.key.as_str()), (4, 3, "server.allowed_origins[1]"));
+        assert!(l.message.contains("write scheme://host[:port]"), "{}", l.message);
+        let l = located("[server]\nallowed_origins = \"https://chat.example.com\"\n");
+        assert_eq!(l.key, "server.allowed_origins");
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub(super) struct RawServer {
     pub body_timeout_ms: Option<Spanned<Millis>>,
     pub max_header_bytes: Option<Spanned<Bytes>>,
     pub listen_backlog: Option<Spanned<Count>>,
+    pub demo_page: Option<bool>,
+    pub allowed_origins: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
