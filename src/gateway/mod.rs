@@ -6,6 +6,7 @@
 
 pub(crate) mod accept;
 mod api;
+mod demo;
 mod keepalive;
 mod session;
 mod upgrade;
@@ -115,6 +116,7 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<Response<Body
             "/ws" | "/healthz" | "/readyz" | "/metrics" | "/api/publish" | "/api/send"
             | "/api/history",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest, "method not allowed"),
+        _ if node.server().demo_page && demo::serves(&path) => demo::answer(req.method(), &path),
         _ => error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such endpoint"),
     };
     Ok(response)

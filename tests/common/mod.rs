@@ -10,7 +10,7 @@ pub mod positions;
 mod served;
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
-pub use http_client::{http, try_http};
+pub use http_client::{http, http_response, try_http};
 #[allow(unused_imports)]
 pub use served::{sum_samples, ServedBroker};
 
