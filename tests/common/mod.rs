@@ -162,6 +162,12 @@ impl Client {
             .await
             .unwrap_or_else(|_| panic!("timed out connecting to {url}"))
             .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Client::from_stream(ws).await
+    }
+
+    /// A client on an upgraded WebSocket (a handshake the test made itself); reads the
+    /// welcome frame.
+    pub async fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
         let mut c = Client {
             ws,
             conn: String::new(),
