@@ -105,6 +105,9 @@ impl Broker {
             metrics,
         }));
         tracing::info!(node = %node.id(), %addr, "switchyard listening");
+        if config.server.demo_page {
+            tracing::info!("demo chat page: http://{addr}/ (server.demo_page)");
+        }
         for (name, backend) in watched {
             node.spawn(announce_reachable(node.clone(), name, backend));
         }

@@ -13,6 +13,37 @@ use switchyard::config::{Config, DEFAULT_CONFIG};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// `print!` for the command's output: when the reader has gone (`switchyard print-config |
+/// head`), the command ends quietly with what it wrote instead of panicking on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            output_failed(&e);
+        }
+    }};
+}
+
+/// [`say!`] with a line break.
+macro_rules! sayln {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            output_failed(&e);
+        }
+    }};
+}
+
+/// Ends the process when stdout fails: silently for a closed pipe (the reader has what it
+/// wanted), otherwise saying why.
+fn output_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write the output: {e}");
+    std::process::exit(1);
+}
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
@@ -74,7 +105,7 @@ fn main() -> ExitCode {
         },
         Command::Route { config, user, channel } => route(config, user.as_deref(), &channel),
         Command::PrintConfig => {
-            print!("{DEFAULT_CONFIG}");
+            say!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
         }
     }
@@ -153,7 +184,7 @@ fn check(path: &PathBuf) -> ExitCode {
     };
     let routes = config.rules.routes();
     for (shadowed, by) in config.rules.shadowed() {
-        println!(
+        sayln!(
             "warning: {}: routes[{shadowed}] (match = {:?}) can never match: routes[{by}] (match = {:?}) matches every channel it does",
             path.display(),
             routes[shadowed].pattern.source(),
@@ -161,12 +192,12 @@ fn check(path: &PathBuf) -> ExitCode {
         );
     }
     if routes.is_empty() {
-        println!("warning: {}: no [[routes]]: every channel gets no_route", path.display());
+        sayln!("warning: {}: no [[routes]]: every channel gets no_route", path.display());
     }
     if !config.auth.has_jwt() {
         for r in routes {
             if let Some(why) = needs_a_user(r) {
-                println!(
+                sayln!(
                     "warning: {}: routes[{}] (match = {:?}): {why}, but [auth] configures no JWT key, so every client is anonymous and nobody can; set auth.jwt_hs256_secret_env (or another JWT key) or use \"anyone\"",
                     path.display(),
                     r.index,
@@ -176,14 +207,14 @@ fn check(path: &PathBuf) -> ExitCode {
         }
     }
     for r in routes.iter().filter(|r| r.history.is_some()) {
-        println!(
+        sayln!(
             "history: routes[{}] (match = {:?}): {}",
             r.index,
             r.pattern.source(),
             describe_history(r)
         );
     }
-    println!("ok: {}: {} routes, {} backends", path.display(), routes.len(), config.backends.len());
+    sayln!("ok: {}: {} routes, {} backends", path.display(), routes.len(), config.backends.len());
     ExitCode::SUCCESS
 }
 
@@ -208,20 +239,20 @@ fn route(path: Option<PathBuf>, user: Option<&str>, channel: &str) -> ExitCode {
     let name = match ChannelName::parse(channel) {
         Ok(n) => n,
         Err(e) => {
-            println!("invalid_channel: {e}");
+            sayln!("invalid_channel: {e}");
             return ExitCode::from(1);
         }
     };
     let Some(resolved) = config.rules.resolve(&name) else {
-        println!("no_route: no rule in {} matches {name}", config.source);
+        sayln!("no_route: no rule in {} matches {name}", config.source);
         return ExitCode::from(1);
     };
     let r = resolved.route;
     let backend = &config.backends[r.backend];
     let who = user.map_or("anonymous".to_string(), |u| format!("user {u:?}"));
     let verdict = |allowed: bool| if allowed { "allowed" } else { "denied" };
-    println!("channel:           {name}");
-    println!(
+    sayln!("channel:           {name}");
+    sayln!(
         "rule:              routes[{}] match = {:?} ({})",
         r.index,
         r.pattern.source(),
@@ -229,27 +260,23 @@ fn route(path: Option<PathBuf>, user: Option<&str>, channel: &str) -> ExitCode {
     );
     let captures = resolved.named_captures();
     if captures.is_empty() {
-        println!("captures:          none");
+        sayln!("captures:          none");
     } else {
         let shown: Vec<String> = captures.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
-        println!("captures:          {}", shown.join(", "));
+        sayln!("captures:          {}", shown.join(", "));
     }
-    println!("backend:           {} ({})", backend.name, backend.kind.name());
-    println!("backend channel:   {}", resolved.backend_channel(&name));
+    sayln!("backend:           {} ({})", backend.name, backend.kind.name());
+    sayln!("backend channel:   {}", resolved.backend_channel(&name));
     if let Some(why) = resolved.refusal() {
-        println!("refused:           {why}");
+        sayln!("refused:           {why}");
     }
-    println!(
+    sayln!(
         "subscribe:         {} -> {} for {who}",
         r.subscribe,
         verdict(resolved.may_subscribe(user))
     );
-    println!(
-        "publish:           {} -> {} for {who}",
-        r.publish,
-        verdict(resolved.may_publish(user))
-    );
-    println!("max_message_bytes: {}", r.max_message_bytes);
-    println!("history:           {}", describe_history(r));
+    sayln!("publish:           {} -> {} for {who}", r.publish, verdict(resolved.may_publish(user)));
+    sayln!("max_message_bytes: {}", r.max_message_bytes);
+    sayln!("history:           {}", describe_history(r));
     ExitCode::SUCCESS
 }
