@@ -1,8 +1,8 @@
 //! The gateway: the only code that touches sockets and HTTP.
 //!
 //! One hyper HTTP/1 connection per accepted socket serves `/ws` ([`upgrade`]d to a WebSocket
-//! [`session`]), the HTTP [`api`], `/healthz`, `/readyz` and `/metrics`. It sees the broker
-//! only through [`Node`]'s methods.
+//! [`session`]), the HTTP [`api`], `/healthz`, `/readyz`, `/metrics` and, when configured, the
+//! [`demo`] page. It sees the broker only through [`Node`]'s methods.
 
 pub(crate) mod accept;
 mod api;
