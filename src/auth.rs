@@ -45,22 +45,41 @@ pub enum AuthSetupError {
     BadKey { file: String, source: jsonwebtoken::errors::Error },
 }
 
-/// Why a token was refused.
+/// Why a token was refused, in words a client author can act on (the 401 body and the log).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TokenError {
     #[error("this broker has no JWT verification configured; connect without a token")]
     NotAccepted,
-    #[error("token expired")]
-    Expired,
-    #[error("token not valid yet: its `nbf` (not before) is in the future")]
-    NotYetValid,
+    #[error("token is malformed: {0}")]
+    Malformed(String),
+    #[error(
+        "token signature does not verify: it was signed with another secret or key than this \
+         broker's, or changed after signing"
+    )]
+    BadSignature,
+    #[error("token is signed with {got}, but this broker accepts {want} tokens only")]
+    WrongAlgorithm { got: String, want: String },
+    #[error("{}", when::expired(*exp))]
+    Expired { exp: Option<u64> },
+    #[error("{}", when::not_yet_valid(*nbf))]
+    NotYetValid { nbf: Option<u64> },
+    #[error("token issuer (`iss`) is {got}, but this broker accepts {want:?} only")]
+    WrongIssuer { got: String, want: String },
+    #[error("token audience (`aud`) is {got}, but this broker accepts {want:?} only")]
+    WrongAudience { got: String, want: String },
+    #[error("token has no `{0}` claim, which this broker requires")]
+    MissingClaim(String),
+    #[error("token claim `{0}` must be a number of seconds since 1970-01-01T00:00:00Z")]
+    BadClaim(String),
     #[error("token is invalid: {0}")]
     Invalid(String),
 }
 
 #[derive(Deserialize)]
 struct Claims {
-    sub: String,
+    // Optional here so a token without it is refused by the validation, which names it.
+    #[serde(default)]
+    sub: Option<String>,
     #[serde(default)]
     exp: Option<u64>,
 }
@@ -124,22 +143,156 @@ impl Authenticator {
     }
 
     pub(crate) fn verify(&self, token: &str) -> Result<Identity, TokenError> {
-        use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                _ => TokenError::Invalid(e.to_string()),
-            },
-        )?;
-        if data.claims.sub.is_empty() {
-            return Err(TokenError::Invalid("`sub` is empty".into()));
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| self.explain(token, &e))?;
+        let Some(sub) = data.claims.sub else {
+            return Err(TokenError::MissingClaim("sub".into()));
+        };
+        if sub.is_empty() {
+            return Err(TokenError::Invalid("`sub` (the user id) is empty".into()));
         }
         let expires_at = data.claims.exp.map(|exp| UNIX_EPOCH + Duration::from_secs(exp));
         if expires_at.is_some_and(|t| t <= SystemTime::now()) {
-            return Err(TokenError::Expired);
+            return Err(TokenError::Expired { exp: data.claims.exp });
         }
-        Ok(Identity { user: Some(Arc::from(data.claims.sub)), expires_at })
+        Ok(Identity { user: Some(Arc::from(sub)), expires_at })
+    }
+
+    /// What is wrong with `token`, from jsonwebtoken's error kind and, for a claim that failed
+    /// its check, the claim itself. Claims are checked only after the signature verified, so
+    /// what is quoted from them was written by the key's holder.
+    fn explain(&self, token: &str, e: &jsonwebtoken::errors::Error) -> TokenError {
+        use jsonwebtoken::errors::ErrorKind;
+        let claims =
+            || jsonwebtoken::dangerous::insecure_decode::<SeenClaims>(token).map(|d| d.claims).ok();
+        let want = |v: &Option<std::collections::HashSet<String>>| {
+            let mut v: Vec<&str> = v.iter().flatten().map(String::as_str).collect();
+            v.sort_unstable();
+            v.join(", ")
+        };
+        match e.kind() {
+            ErrorKind::InvalidToken => TokenError::Malformed(
+                "a JWT is three base64url parts separated by dots (header.claims.signature)".into(),
+            ),
+            ErrorKind::Base64(_) => TokenError::Malformed("a part is not valid base64url".into()),
+            ErrorKind::Utf8(_) => TokenError::Malformed("a part is not UTF-8".into()),
+            ErrorKind::Json(j) => TokenError::Malformed(format!(
+                "its header or claims are not the JSON a JWT holds: {j}"
+            )),
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm {
+                got: jsonwebtoken::decode_header(token)
+                    .map_or_else(|_| "an unknown algorithm".into(), |h| format!("{:?}", h.alg)),
+                want: self.algorithm(),
+            },
+            ErrorKind::ExpiredSignature => {
+                TokenError::Expired { exp: claims().and_then(|c| c.exp) }
+            }
+            ErrorKind::ImmatureSignature => {
+                TokenError::NotYetValid { nbf: claims().and_then(|c| c.nbf) }
+            }
+            ErrorKind::InvalidIssuer => TokenError::WrongIssuer {
+                got: quoted(claims().and_then(|c| c.iss)),
+                want: want(&self.validation.iss),
+            },
+            ErrorKind::InvalidAudience => TokenError::WrongAudience {
+                got: quoted(claims().and_then(|c| c.aud)),
+                want: want(&self.validation.aud),
+            },
+            ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+            ErrorKind::InvalidClaimFormat(c) => TokenError::BadClaim(c.clone()),
+            _ => TokenError::Invalid(e.to_string()),
+        }
+    }
+
+    /// The one algorithm this verifier accepts.
+    fn algorithm(&self) -> String {
+        self.validation.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The claims an error message quotes, whatever their shape.
+#[derive(Deserialize)]
+struct SeenClaims {
+    #[serde(default)]
+    exp: Option<u64>,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    iss: Option<serde_json::Value>,
+    #[serde(default)]
+    aud: Option<serde_json::Value>,
+}
+
+/// A claim's value as JSON, cut short so a message stays one line; "missing" when absent.
+fn quoted(v: Option<serde_json::Value>) -> String {
+    let Some(v) = v else { return "missing".into() };
+    let text = v.to_string();
+    match text.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// Token times as people read them: an RFC 3339 instant and how far from now.
+mod when {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    fn now() -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
+    pub(super) fn expired(exp: Option<u64>) -> String {
+        match exp {
+            Some(exp) => format!(
+                "token expired at {} ({} ago): get a fresh one",
+                rfc3339(exp),
+                span(now().saturating_sub(exp))
+            ),
+            None => "token expired: get a fresh one".into(),
+        }
+    }
+
+    pub(super) fn not_yet_valid(nbf: Option<u64>) -> String {
+        match nbf {
+            Some(nbf) => format!(
+                "token not valid yet: its `nbf` (not before) is {}, in {}; is the issuer's clock ahead?",
+                rfc3339(nbf),
+                span(nbf.saturating_sub(now()))
+            ),
+            None => "token not valid yet: its `nbf` (not before) is in the future".into(),
+        }
+    }
+
+    /// `secs` as "42 s", "7 min", "5 h" or "3 days" (rounded down).
+    pub(super) fn span(secs: u64) -> String {
+        match secs {
+            0..120 => format!("{secs} s"),
+            120..7200 => format!("{} min", secs / 60),
+            7200..172_800 => format!("{} h", secs / 3600),
+            _ => format!("{} days", secs / 86_400),
+        }
+    }
+
+    /// Seconds since 1970 as `2026-11-30T20:48:21Z` (UTC).
+    pub(super) fn rfc3339(secs: u64) -> String {
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here).
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z % 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + u64::from(month <= 2);
+        format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
     }
 }
 
@@ -246,17 +399,17 @@ mod tests {
         assert_eq!(no_exp.expires_at, None);
         assert!(matches!(
             auth.verify(&token("s3cret", serde_json::json!({"sub":"a","exp": now - 1}))),
-            Err(TokenError::Expired)
+            Err(TokenError::Expired { exp: Some(e) }) if e == now - 1
         ));
         assert!(matches!(
             auth.verify(&token("other", serde_json::json!({"sub":"a"}))),
-            Err(TokenError::Invalid(_))
+            Err(TokenError::BadSignature)
         ));
         assert!(matches!(
             auth.verify(&token("s3cret", serde_json::json!({"x":1}))),
-            Err(TokenError::Invalid(_))
+            Err(TokenError::MissingClaim(c)) if c == "sub"
         ));
-        assert!(matches!(auth.verify("garbage"), Err(TokenError::Invalid(_))));
+        assert!(matches!(auth.verify("garbage"), Err(TokenError::Malformed(_))));
     }
 
     #[test]
@@ -265,10 +418,76 @@ mod tests {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         assert!(matches!(
             auth.verify(&token("s3cret", serde_json::json!({"sub":"a","nbf": now + 30}))),
-            Err(TokenError::NotYetValid)
+            Err(TokenError::NotYetValid { nbf: Some(n) }) if n == now + 30
         ));
         let ok = auth.verify(&token("s3cret", serde_json::json!({"sub":"a","nbf": now - 1})));
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    /// The message a refused token gets.
+    fn refusal(auth: &Authenticator, token: &str) -> String {
+        match auth.verify(token) {
+            Err(e) => e.to_string(),
+            Ok(id) => panic!("{token} was accepted as {id:?}"),
+        }
+    }
+
+    #[test]
+    fn every_refusal_says_what_is_wrong() {
+        let cfg = AuthConfig {
+            jwt_issuer: Some("https://id.example.com".into()),
+            jwt_audience: Some("chat".into()),
+            ..AuthConfig::default()
+        };
+        let auth = Authenticator::hs256(b"s3cret", &cfg);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let good = serde_json::json!({"sub":"a","iss":"https://id.example.com","aud":"chat"});
+        let with = |k: &str, v: serde_json::Value| {
+            let mut c = good.clone();
+            c[k] = v;
+            token("s3cret", c)
+        };
+        assert!(auth.verify(&token("s3cret", good.clone())).is_ok());
+        let cases = [
+            ("garbage".to_string(), "token is malformed: a JWT is three base64url parts"),
+            ("a.b!.c".to_string(), "token is malformed: a part is not valid base64url"),
+            ("e30.e30.e30".to_string(), "token is malformed: its header or claims are not the JSON"),
+            (token("other", good.clone()), "token signature does not verify"),
+            (with("exp", (now - 150).into()), " (2 min ago): get a fresh one"),
+            (with("nbf", (now + 7200).into()), "token not valid yet: its `nbf` (not before) is "),
+            (with("iss", "https://evil.example".into()),
+                "token issuer (`iss`) is \"https://evil.example\", but this broker accepts \"https://id.example.com\" only"),
+            (with("aud", serde_json::json!(["web", "app"])),
+                "token audience (`aud`) is [\"web\",\"app\"], but this broker accepts \"chat\" only"),
+            (token("s3cret", serde_json::json!({"iss":"https://id.example.com","aud":"chat"})),
+                "token has no `sub` claim"),
+            (with("sub", "".into()), "token is invalid: `sub` (the user id) is empty"),
+        ];
+        for (t, want) in cases {
+            let got = refusal(&auth, &t);
+            assert!(got.contains(want), "{t}: wanted {want:?} in {got:?}");
+        }
+        let expired = refusal(&auth, &with("exp", 1_796_070_501u64.into()));
+        assert!(expired.starts_with("token expired at 2026-11-30T20:28:21Z ("), "{expired}");
+        let hs384 = jsonwebtoken::encode(
+            &Header::new(jsonwebtoken::Algorithm::HS384),
+            &good,
+            &EncodingKey::from_secret(b"s3cret"),
+        )
+        .expect("encode");
+        assert_eq!(
+            refusal(&auth, &hs384),
+            "token is signed with HS384, but this broker accepts HS256 tokens only"
+        );
+    }
+
+    #[test]
+    fn times_read_as_people_write_them() {
+        assert_eq!(when::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(when::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(when::rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+        let spans: Vec<String> = [0, 119, 120, 7199, 7200, 172_800].map(when::span).into();
+        assert_eq!(spans, ["0 s", "119 s", "2 min", "119 min", "2 h", "2 days"]);
     }
 
     #[test]

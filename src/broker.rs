@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use switchyard_backend::{Backend, BackendError};
 
@@ -92,6 +93,11 @@ impl Broker {
         // The recorder must exist before any handle is created, or the handles go nowhere.
         crate::metrics::prometheus();
         let metrics = Metrics::new();
+        let unreachable = wait_reachable(&config, &backends).await;
+        let watched: Vec<(Arc<str>, Arc<dyn Backend>)> = unreachable
+            .iter()
+            .map(|&i| (config.backends[i].name.clone(), backends[i].clone()))
+            .collect();
         let hub = start_hub(&config, id.clone(), backends, metrics.clone()).await?;
         let listen = config.server.listen;
         let listener = crate::gateway::accept::bind(listen, config.server.listen_backlog)
@@ -109,12 +115,66 @@ impl Broker {
             metrics,
         }));
         tracing::info!(node = %node.id(), %addr, "switchyard listening");
+        if config.server.demo_page {
+            tracing::info!("demo chat page: http://{addr}/ (server.demo_page)");
+        }
+        for (name, backend) in watched {
+            node.spawn(announce_reachable(node.clone(), name, backend));
+        }
         let open_sockets = OpenSockets::default();
         let server =
             tokio::spawn(crate::gateway::serve(node.clone(), listener, open_sockets.clone()));
         let reloader = Reloader { node: node.clone(), started: Arc::new(StartedWith::of(&config)) };
         let server = std::sync::Mutex::new(Some(server));
         Ok(BrokerHandle { node, reloader, addr, server, open_sockets })
+    }
+}
+
+/// How long a starting broker waits for its backends to connect before it starts anyway. A
+/// reachable Redis connects in milliseconds (a cluster also needs its slot map); waiting for
+/// that keeps the node's first subscription, its inbox, from being reported as pending on
+/// every healthy start.
+const STARTUP_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits up to [`STARTUP_WAIT`] for every backend to be ready; logs and returns the indexes
+/// of those that are not (the broker starts anyway; they apply their subscriptions once up).
+async fn wait_reachable(config: &Config, backends: &[Arc<dyn Backend>]) -> Vec<usize> {
+    let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+    let mut waiting: Vec<(usize, String)> =
+        (0..backends.len()).map(|i| (i, String::new())).collect();
+    loop {
+        let mut still = Vec::new();
+        for (i, _) in waiting {
+            match tokio::time::timeout_at(deadline, backends[i].ready()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => still.push((i, e.to_string())),
+                Err(_) => still.push((i, "no answer yet".to_string())),
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (i, why) in &waiting {
+        tracing::warn!(backend = %config.backends[*i].name, error = %why, "backend not reachable at start; starting anyway: /readyz answers 503 and its subscriptions (this node's inbox among them) wait until it is");
+    }
+    waiting.into_iter().map(|(i, _)| i).collect()
+}
+
+/// Logs, once, that a backend unreachable at start has become reachable (so the warnings of
+/// the start are followed by the news that they are over).
+async fn announce_reachable(node: Arc<Node>, name: Arc<str>, backend: Arc<dyn Backend>) {
+    loop {
+        tokio::select! {
+            _ = node.shutting_down() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        if backend.ready().await.is_ok() {
+            tracing::info!(backend = %name, "backend reachable: its pending subscriptions, this node's inbox among them, are applied");
+            return;
+        }
     }
 }
 

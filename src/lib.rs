@@ -33,8 +33,8 @@
 //! - `hub`: who on this node listens to what; fan-out; the node inbox for `send`.
 //! - `node`: the state connections share, and what a client or the HTTP API may do
 //!   (`node::client`, `node::ops`); knows nothing of HTTP or sockets.
-//! - `gateway`: the HTTP server, the upgrade, WebSocket sessions, the HTTP API; sees the
-//!   broker only through `node::Node`.
+//! - `gateway`: the HTTP server, the upgrade (with its origin check), WebSocket sessions, the
+//!   HTTP API and the demo page; sees the broker only through `node::Node`.
 //! - [`broker`]: starts, reloads and stops it all ([`broker::Broker::start`]); `backends`
 //!   builds the backends a config names. [`reload`] watches the config file; [`shutdown`]
 //!   waits for the signals that stop the broker.

@@ -13,6 +13,37 @@ use switchyard::config::{Config, DEFAULT_CONFIG};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// `print!` for the command's output: when the reader has gone (`switchyard print-config |
+/// head`), the command ends quietly with what it wrote instead of panicking on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            output_failed(&e);
+        }
+    }};
+}
+
+/// [`say!`] with a line break.
+macro_rules! sayln {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            output_failed(&e);
+        }
+    }};
+}
+
+/// Ends the process when stdout fails: silently for a closed pipe (the reader has what it
+/// wanted), otherwise saying why.
+fn output_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write the output: {e}");
+    std::process::exit(1);
+}
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
@@ -40,10 +71,13 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
     },
-    /// Validate a config file and report rules that can never match.
+    /// Validate a config file and warn about rules that can never match or never be used.
     Check {
+        /// The config file (or give it with --config).
+        #[arg(value_name = "FILE", required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
         #[arg(long, short)]
-        config: PathBuf,
+        config: Option<PathBuf>,
     },
     /// Show which rule a channel hits, its backend channel and who may use it.
     Route {
@@ -62,10 +96,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, log_format } => serve(config, log_format),
-        Command::Check { config } => check(&config),
+        Command::Check { file, config } => match file.or(config) {
+            Some(path) => check(&path),
+            None => {
+                eprintln!("error: give a config file: switchyard check FILE");
+                ExitCode::from(2)
+            }
+        },
         Command::Route { config, user, channel } => route(config, user.as_deref(), &channel),
         Command::PrintConfig => {
-            print!("{DEFAULT_CONFIG}");
+            say!("{DEFAULT_CONFIG}");
             ExitCode::SUCCESS
         }
     }
@@ -156,7 +196,7 @@ fn check(path: &PathBuf) -> ExitCode {
     };
     let routes = config.rules.routes();
     for (shadowed, by) in config.rules.shadowed() {
-        println!(
+        sayln!(
             "warning: {}: routes[{shadowed}] (match = {:?}) can never match: routes[{by}] (match = {:?}) matches every channel it does",
             path.display(),
             routes[shadowed].pattern.source(),
@@ -164,10 +204,22 @@ fn check(path: &PathBuf) -> ExitCode {
         );
     }
     if routes.is_empty() {
-        println!("warning: {}: no [[routes]]: every channel gets no_route", path.display());
+        sayln!("warning: {}: no [[routes]]: every channel gets no_route", path.display());
+    }
+    if !config.auth.has_jwt() {
+        for r in routes {
+            if let Some(why) = needs_a_user(r) {
+                sayln!(
+                    "warning: {}: routes[{}] (match = {:?}): {why}, but [auth] configures no JWT key, so every client is anonymous and nobody can; set auth.jwt_hs256_secret_env (or another JWT key) or use \"anyone\"",
+                    path.display(),
+                    r.index,
+                    r.pattern.source(),
+                );
+            }
+        }
     }
     for r in routes.iter().filter(|r| r.history.is_some()) {
-        println!(
+        sayln!(
             "history: routes[{}] (match = {:?}): {}",
             r.index,
             r.pattern.source(),
@@ -175,15 +227,28 @@ fn check(path: &PathBuf) -> ExitCode {
         );
     }
     for r in routes.iter().filter(|r| r.presence.is_some()) {
-        println!(
+        sayln!(
             "presence: routes[{}] (match = {:?}): {}",
             r.index,
             r.pattern.source(),
             describe_presence(r)
         );
     }
-    println!("ok: {}: {} routes, {} backends", path.display(), routes.len(), config.backends.len());
+    sayln!("ok: {}: {} routes, {} backends", path.display(), routes.len(), config.backends.len());
     ExitCode::SUCCESS
+}
+
+/// What a route lets only signed-in users do (`subscribe = authenticated`, ...), if anything.
+fn needs_a_user(r: &switchyard::routing::Route) -> Option<String> {
+    use switchyard::routing::Permission;
+    let needs = |p: &Permission| matches!(p, Permission::Authenticated | Permission::UserIs { .. });
+    let ops: Vec<String> = [("subscribe", &r.subscribe), ("publish", &r.publish)]
+        .into_iter()
+        .filter(|(_, p)| needs(p))
+        .map(|(op, p)| format!("{op} = \"{p}\""))
+        .collect();
+    let verb = if ops.len() > 1 { "need" } else { "needs" };
+    (!ops.is_empty()).then(|| format!("{} {verb} a signed-in user", ops.join(" and ")))
 }
 
 fn route(path: Option<PathBuf>, user: Option<&str>, channel: &str) -> ExitCode {
@@ -194,20 +259,20 @@ fn route(path: Option<PathBuf>, user: Option<&str>, channel: &str) -> ExitCode {
     let name = match ChannelName::parse(channel) {
         Ok(n) => n,
         Err(e) => {
-            println!("invalid_channel: {e}");
+            sayln!("invalid_channel: {e}");
             return ExitCode::from(1);
         }
     };
     let Some(resolved) = config.rules.resolve(&name) else {
-        println!("no_route: no rule in {} matches {name}", config.source);
+        sayln!("no_route: no rule in {} matches {name}", config.source);
         return ExitCode::from(1);
     };
     let r = resolved.route;
     let backend = &config.backends[r.backend];
     let who = user.map_or("anonymous".to_string(), |u| format!("user {u:?}"));
     let verdict = |allowed: bool| if allowed { "allowed" } else { "denied" };
-    println!("channel:           {name}");
-    println!(
+    sayln!("channel:           {name}");
+    sayln!(
         "rule:              routes[{}] match = {:?} ({})",
         r.index,
         r.pattern.source(),
@@ -215,28 +280,24 @@ fn route(path: Option<PathBuf>, user: Option<&str>, channel: &str) -> ExitCode {
     );
     let captures = resolved.named_captures();
     if captures.is_empty() {
-        println!("captures:          none");
+        sayln!("captures:          none");
     } else {
         let shown: Vec<String> = captures.iter().map(|(k, v)| format!("{k} = {v:?}")).collect();
-        println!("captures:          {}", shown.join(", "));
+        sayln!("captures:          {}", shown.join(", "));
     }
-    println!("backend:           {} ({})", backend.name, backend.kind.name());
-    println!("backend channel:   {}", resolved.backend_channel(&name));
+    sayln!("backend:           {} ({})", backend.name, backend.kind.name());
+    sayln!("backend channel:   {}", resolved.backend_channel(&name));
     if let Some(why) = resolved.refusal() {
-        println!("refused:           {why}");
+        sayln!("refused:           {why}");
     }
-    println!(
+    sayln!(
         "subscribe:         {} -> {} for {who}",
         r.subscribe,
         verdict(resolved.may_subscribe(user))
     );
-    println!(
-        "publish:           {} -> {} for {who}",
-        r.publish,
-        verdict(resolved.may_publish(user))
-    );
-    println!("max_message_bytes: {}", r.max_message_bytes);
-    println!("history:           {}", describe_history(r));
-    println!("presence:          {}", describe_presence(r));
+    sayln!("publish:           {} -> {} for {who}", r.publish, verdict(resolved.may_publish(user)));
+    sayln!("max_message_bytes: {}", r.max_message_bytes);
+    sayln!("history:           {}", describe_history(r));
+    sayln!("presence:          {}", describe_presence(r));
     ExitCode::SUCCESS
 }

@@ -88,7 +88,7 @@ fn describe() {
     describe_counter!(CONNECTIONS_TOTAL, "WebSocket connections accepted");
     describe_counter!(
         CONNECTIONS_REFUSED,
-        "WebSocket upgrades (capacity, auth) and sockets (socket_limit) refused, by reason"
+        "WebSocket upgrades (capacity, auth, origin) and sockets (socket_limit) refused, by reason"
     );
     describe_gauge!(SUBSCRIPTIONS, "Client subscriptions held now");
     describe_gauge!(BACKEND_SUBSCRIPTIONS, "Backend channels this node is subscribed to");
@@ -155,6 +155,7 @@ pub(crate) struct Metrics {
     pub connections_total: Counter,
     pub refused_capacity: Counter,
     pub refused_auth: Counter,
+    pub refused_origin: Counter,
     pub subscriptions: Gauge,
     pub backend_subscriptions: Gauge,
     pub delivered: Counter,
@@ -213,6 +214,7 @@ impl Metrics {
             connections_total: counter!(CONNECTIONS_TOTAL),
             refused_capacity: counter!(CONNECTIONS_REFUSED, "reason" => "capacity"),
             refused_auth: counter!(CONNECTIONS_REFUSED, "reason" => "auth"),
+            refused_origin: counter!(CONNECTIONS_REFUSED, "reason" => "origin"),
             subscriptions: gauge!(SUBSCRIPTIONS),
             backend_subscriptions: gauge!(BACKEND_SUBSCRIPTIONS),
             delivered: counter!(MESSAGES_DELIVERED),

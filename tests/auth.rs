@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Secrets, TestBroker};
@@ -108,16 +109,16 @@ async fn forged_expired_and_garbage_tokens_get_401_before_the_upgrade() {
     .expect("encode");
     assert_eq!(refused_status(&broker.url(&format!("/ws?token={no_sub}"))).await, 401);
     // The 401 body says why, as JSON.
-    let body = refusal_body(&broker, &expired).await;
+    let body = refusal_body(broker.addr, &expired).await;
     assert_eq!(body["code"], "unauthorized");
     assert!(body["message"].as_str().unwrap_or("").contains("expired"), "{body}");
     broker.shutdown().await;
 }
 
 /// Asks for an upgrade with `token`, asserts it is refused with 401, and returns the JSON body.
-async fn refusal_body(broker: &TestBroker, token: &str) -> Value {
+async fn refusal_body(addr: SocketAddr, token: &str) -> Value {
     let (status, body) = common::http(
-        broker.addr,
+        addr,
         "GET",
         &format!("/ws?token={token}"),
         &[
@@ -133,13 +134,73 @@ async fn refusal_body(broker: &TestBroker, token: &str) -> Value {
     serde_json::from_str(&body).expect("JSON body")
 }
 
+/// A refused client is told what is wrong with its token, and the operator's log says the same.
+#[tokio::test]
+async fn a_refused_token_is_told_what_is_wrong_and_the_log_says_it_too() {
+    let secrets = Secrets::new();
+    let toml = format!(
+        "[auth]\n{}jwt_issuer = \"https://id.example.com\"\n[backends.local]\nkind = \"memory\"\n{ROUTES}",
+        secrets.jwt(SECRET)
+    );
+    let broker = common::ServedBroker::start(&toml).await;
+    let signed = |claims: Value| {
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes()))
+            .expect("encode")
+    };
+    let iss = "https://id.example.com";
+    let forged = encode(
+        &Header::default(),
+        &json!({"sub":"alice","iss":iss}),
+        &EncodingKey::from_secret(b"not the secret"),
+    )
+    .expect("encode");
+    let rsa =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rs256-private.pem"))
+            .expect("RSA key fixture");
+    let rs256 = encode(
+        &Header::new(Algorithm::RS256),
+        &json!({"sub":"alice","iss":iss}),
+        &EncodingKey::from_rsa_pem(&rsa).expect("RSA key"),
+    )
+    .expect("encode");
+    let cases = [
+        ("garbage".to_string(), "token is malformed: a JWT is three base64url parts"),
+        (forged, "token signature does not verify"),
+        (
+            signed(json!({"sub":"alice","iss":iss,"exp":1_700_000_000})),
+            "token expired at 2023-11-14T22:13:20Z (",
+        ),
+        (
+            signed(json!({"sub":"alice","iss":"https://evil.example"})),
+            "token issuer (`iss`) is \"https://evil.example\", but this broker accepts \"https://id.example.com\" only",
+        ),
+        (rs256, "token is signed with RS256, but this broker accepts HS256 tokens only"),
+        (signed(json!({"iss":iss})), "token has no `sub` claim"),
+    ];
+    for (token, want) in &cases {
+        let body = refusal_body(broker.addr, token).await;
+        assert_eq!(body["code"], "unauthorized", "{body}");
+        let message = body["message"].as_str().unwrap_or("");
+        assert!(message.contains(want), "{token}: wanted {want:?} in {message:?}");
+    }
+    let log = broker.log();
+    for (_, want) in &cases {
+        let line = log.lines().find(|l| l.contains(want));
+        assert!(
+            line.is_some_and(|l| l.contains("INFO") && l.contains("websocket upgrade refused: 401")),
+            "no log line with {want:?}:\n{log}"
+        );
+    }
+    drop(secrets);
+}
+
 #[tokio::test]
 async fn token_not_valid_yet_gets_401_and_says_so() {
     let broker = hs256_broker("").await;
     let key = EncodingKey::from_secret(SECRET.as_bytes());
     let later = encode(&Header::default(), &json!({"sub":"alice","nbf": now() + 60}), &key)
         .expect("encode");
-    let body = refusal_body(&broker, &later).await;
+    let body = refusal_body(broker.addr, &later).await;
     assert!(body["message"].as_str().unwrap_or("").contains("nbf"), "{body}");
     let valid_now =
         encode(&Header::default(), &json!({"sub":"alice","nbf": now() - 1}), &key).expect("encode");

@@ -65,9 +65,14 @@ fn every_invalid_config_is_reported_with_file_line_column_and_key() {
         assert!(stderr.starts_with(&want), "{rel}: wanted {want:?}, got:\n{stderr}");
         // The offending line is shown under the message.
         assert!(stderr.lines().count() >= 3, "{rel}: no excerpt:\n{stderr}");
+        // And, where the file says so, the message says what is wrong in the user's words.
+        for message in content.lines().filter_map(|l| l.strip_prefix("# message: ")) {
+            let first = stderr.lines().next().unwrap_or("");
+            assert!(first.contains(message), "{rel}: wanted {message:?} in:\n{stderr}");
+        }
         checked += 1;
     }
-    assert!(checked >= 8, "only {checked} invalid configs found");
+    assert!(checked >= 14, "only {checked} invalid configs found");
 }
 
 #[test]
@@ -215,4 +220,59 @@ async fn serve_reloads_on_sighup_and_shuts_down_on_sigterm() {
     drop(ws);
     let status = broker.exit_status().await;
     assert!(status.success(), "serve exited with {status}");
+}
+
+/// Writes `toml` to a file of its own and runs `check FILE` on it (the positional form).
+fn check_text(toml: &str) -> (Output, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("checked.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let o = run(&["check", path.to_str().expect("utf8 path")]);
+    let out = text(&o);
+    (o, out)
+}
+
+#[test]
+fn check_takes_the_file_as_an_argument_or_with_config() {
+    for args in [&["check", "config/chat.toml"][..], &["check", "--config", "config/chat.toml"]] {
+        let o = run(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("ok: config/chat.toml: 4 routes"), "{args:?}: {}", text(&o));
+    }
+    let o = run(&["check"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("FILE"), "{}", text(&o));
+    let o = run(&["check", "config/chat.toml", "--config", "config/redis.toml"]);
+    assert_eq!(o.status.code(), Some(2), "one file at a time: {}", text(&o));
+}
+
+#[test]
+fn check_warns_when_routes_need_users_but_no_jwt_key_is_configured() {
+    let routes = "[backends.local]\nkind = \"memory\"\n\
+        [[routes]]\nmatch = \"user.{id}\"\nsubscribe = \"user == {id}\"\npublish = \"authenticated\"\n\
+        [[routes]]\nmatch = \"room.*\"\n\
+        [[routes]]\nmatch = \"open.*\"\nsubscribe = \"anyone\"\npublish = \"nobody\"\n";
+    let (o, out) = check_text(routes);
+    assert!(o.status.success(), "a warning is not an error: {out}");
+    for want in [
+        "routes[0] (match = \"user.{id}\"): subscribe = \"user == {id}\" and publish = \"authenticated\" need a signed-in user, but [auth] configures no JWT key",
+        // Both default to `authenticated`.
+        "routes[1] (match = \"room.*\"): subscribe = \"authenticated\" and publish = \"authenticated\" need a signed-in user",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(!out.contains("routes[2]"), "anyone/nobody need no token: {out}");
+
+    let with_jwt = format!("[auth]\njwt_hs256_secret_env = \"SWITCHYARD_JWT_SECRET\"\n{routes}");
+    let (o, out) = check_text(&with_jwt);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("warning"), "{out}");
+}
+
+#[test]
+fn check_warns_about_a_file_without_routes() {
+    let (o, out) = check_text("[backends.local]\nkind = \"memory\"\n");
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("warning:") && out.contains("no [[routes]]: every channel gets no_route"));
+    assert!(out.contains("ok:") && out.contains("0 routes, 1 backends"), "{out}");
 }

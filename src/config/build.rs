@@ -8,6 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::raw::{self, RawBackend, RawConfig};
+use super::units::{Amount, Bytes, Count, Millis};
 use super::*;
 
 pub(super) struct Builder<'a> {
@@ -25,21 +26,23 @@ impl Builder<'_> {
         Err(ConfigError::at(self.file, self.text, span.start, key, message))
     }
 
-    fn positive(
+    fn positive<U>(
         &self,
-        v: &Option<Spanned<u64>>,
+        v: &Option<Spanned<Amount<U>>>,
         key: &str,
         default: u64,
     ) -> Result<usize, ConfigError> {
         match v {
             None => Ok(default as usize),
-            Some(s) if *s.get_ref() == 0 => self.err(s.span(), key, "must be at least 1".into()),
-            Some(s) => usize::try_from(*s.get_ref())
+            Some(s) if s.get_ref().get() == 0 => {
+                self.err(s.span(), key, "must be at least 1".into())
+            }
+            Some(s) => usize::try_from(s.get_ref().get())
                 .or_else(|_| self.err(s.span(), key, "is too large".into())),
         }
     }
 
-    fn data_depth(&self, v: &Option<Spanned<u64>>) -> Result<usize, ConfigError> {
+    fn data_depth(&self, v: &Option<Spanned<Count>>) -> Result<usize, ConfigError> {
         let key = "limits.max_data_depth";
         let depth = self.positive(v, key, 64)?;
         match v {
@@ -54,18 +57,18 @@ impl Builder<'_> {
 
     fn millis(
         &self,
-        v: &Option<Spanned<u64>>,
+        v: &Option<Spanned<Millis>>,
         key: &str,
         default: u64,
     ) -> Result<Duration, ConfigError> {
         Ok(Duration::from_millis(self.positive(v, key, default)? as u64))
     }
 
-    fn max_header_bytes(&self, v: &Option<Spanned<u64>>) -> Result<usize, ConfigError> {
+    fn max_header_bytes(&self, v: &Option<Spanned<Bytes>>) -> Result<usize, ConfigError> {
         let key = "server.max_header_bytes";
         match v {
             // hyper's read buffer cannot be smaller than this.
-            Some(s) if *s.get_ref() < MIN_HEADER_BYTES as u64 => self.err(
+            Some(s) if s.get_ref().get() < MIN_HEADER_BYTES as u64 => self.err(
                 s.span(),
                 key,
                 format!("must be at least {MIN_HEADER_BYTES} (a request line and a few headers)"),
@@ -74,7 +77,7 @@ impl Builder<'_> {
         }
     }
 
-    fn listen_backlog(&self, v: &Option<Spanned<u64>>) -> Result<u32, ConfigError> {
+    fn listen_backlog(&self, v: &Option<Spanned<Count>>) -> Result<u32, ConfigError> {
         let key = "server.listen_backlog";
         let n = self.positive(v, key, 1024)?;
         // listen(2) takes an int.
@@ -132,9 +135,6 @@ impl Builder<'_> {
                 }
             },
         };
-        let ms = |v: &Option<Spanned<u64>>, key: &str, default: u64| {
-            self.positive(v, key, default).map(|n| Duration::from_millis(n as u64))
-        };
         Ok(ServerConfig {
             listen,
             max_connections: self.positive(
@@ -149,8 +149,12 @@ impl Builder<'_> {
                 "server.outbound_queue_bytes",
                 1024 * 1024,
             )?,
-            ping_interval: ms(&s.ping_interval_ms, "server.ping_interval_ms", 25_000)?,
-            shutdown_timeout: ms(&s.shutdown_timeout_ms, "server.shutdown_timeout_ms", 5000)?,
+            ping_interval: self.millis(&s.ping_interval_ms, "server.ping_interval_ms", 25_000)?,
+            shutdown_timeout: self.millis(
+                &s.shutdown_timeout_ms,
+                "server.shutdown_timeout_ms",
+                5000,
+            )?,
             header_timeout: self.millis(
                 &s.header_timeout_ms,
                 "server.header_timeout_ms",
@@ -159,6 +163,23 @@ impl Builder<'_> {
             body_timeout: self.millis(&s.body_timeout_ms, "server.body_timeout_ms", 10_000)?,
             max_header_bytes: self.max_header_bytes(&s.max_header_bytes)?,
             listen_backlog: self.listen_backlog(&s.listen_backlog)?,
+            // Off unless a file asks for it: a production broker serves no pages.
+            demo_page: s.demo_page.unwrap_or(false),
+            allowed_origins: self.allowed_origins(&s.allowed_origins)?,
+        })
+    }
+
+    /// `server.allowed_origins`: absent means same-origin only; each entry is checked here so
+    /// a typo is refused at load instead of refusing every browser at run time.
+    fn allowed_origins(
+        &self,
+        v: &Option<Spanned<Vec<Spanned<String>>>>,
+    ) -> Result<AllowedOrigins, ConfigError> {
+        let Some(list) = v else { return Ok(AllowedOrigins::SameOrigin) };
+        let entries: Vec<&str> = list.get_ref().iter().map(|e| e.get_ref().as_str()).collect();
+        AllowedOrigins::parse(&entries).or_else(|(i, why)| {
+            let span = list.get_ref()[i].span();
+            self.err(span, &format!("server.allowed_origins[{i}]"), why)
         })
     }
 
@@ -243,7 +264,7 @@ impl Builder<'_> {
         }
         let span = b.span();
         let b = b.into_inner();
-        let count = |v: &Option<Spanned<u64>>, k: &str| -> Result<Option<usize>, ConfigError> {
+        let count = |v: &Option<Spanned<Count>>, k: &str| -> Result<Option<usize>, ConfigError> {
             v.as_ref().map(|_| self.positive(v, &format!("{key}.{k}"), 1)).transpose()
         };
         let subscriber_connections = count(&b.subscriber_connections, "subscriber_connections")?;
@@ -436,11 +457,14 @@ impl Builder<'_> {
         r: &RawRoute,
         key: &dyn Fn(&str) -> String,
     ) -> Result<Option<HistorySettings>, ConfigError> {
-        let size = r.history_size.as_ref().map_or(0, |s| *s.get_ref());
+        let size = r.history_size.as_ref().map_or(0, |s| s.get_ref().get());
         if size == 0 {
-            let stray = [(&r.history_ttl_s, "history_ttl_s"), (&r.recovery_max, "recovery_max")];
-            if let Some((Some(v), k)) = stray.into_iter().find(|(v, _)| v.is_some()) {
-                return self.err(v.span(), &key(k), "needs history_size above 0".into());
+            let stray = [
+                (r.history_ttl_s.as_ref().map(Spanned::span), "history_ttl_s"),
+                (r.recovery_max.as_ref().map(Spanned::span), "recovery_max"),
+            ];
+            if let Some((Some(span), k)) = stray.into_iter().find(|(v, _)| v.is_some()) {
+                return self.err(span, &key(k), "needs history_size above 0".into());
             }
             return Ok(None);
         }

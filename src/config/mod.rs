@@ -6,7 +6,9 @@
 
 mod build;
 mod error;
+mod origins;
 mod raw;
+mod units;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigError, Located};
+pub use origins::{AllowedOrigins, OriginPattern};
 use raw::{RawConfig, RawRoute};
 
 use crate::routing::{
@@ -58,6 +61,10 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Connections the kernel queues before the broker accepts them.
     pub listen_backlog: u32,
+    /// Serve the demo chat page at `/` and the JavaScript client at `/switchyard.js`.
+    pub demo_page: bool,
+    /// Which browser pages (`Origin` headers) may open WebSockets.
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// Per-connection limits (route limits live on each [`Route`]).
@@ -93,6 +100,16 @@ pub struct AuthConfig {
     pub api_keys_file: Option<String>,
     /// Who may `send` over WebSocket (the HTTP API is trusted by its key).
     pub send: SendPermission,
+}
+
+impl AuthConfig {
+    /// Whether a JWT key is configured; without one every WebSocket client is anonymous.
+    pub fn has_jwt(&self) -> bool {
+        self.jwt_hs256_secret_env.is_some()
+            || self.jwt_hs256_secret_file.is_some()
+            || self.jwt_rs256_public_key_file.is_some()
+            || self.jwt_es256_public_key_file.is_some()
+    }
 }
 
 /// `auth.send`: which WebSocket clients may `send` direct messages.
@@ -210,21 +227,71 @@ fn parse_raw(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
 }
 
 fn toml_error(file: &str, text: &str, e: &toml::de::Error, key: &str) -> ConfigError {
-    let offset = e.span().map_or(0, |s| s.start);
+    let offset = e.span().map_or(0, |s| s.start).min(text.len());
     let message = e.message().trim().to_string();
-    // serde's "unknown field" names the key itself; for the rest the path says where.
-    let key = if key.is_empty() { key_at(text, offset) } else { key.to_string() };
-    ConfigError::at(file, text, offset, &key, message)
+    // serde's "unknown field" names the key itself; for the rest the path says where. Syntax
+    // errors come without a path: the key is read off the text.
+    if !key.is_empty() {
+        return ConfigError::at(file, text, offset, key, message);
+    }
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let message = syntax_message(line, message);
+    ConfigError::at(file, text, offset, &key_at(&text[..line_start], line), message)
 }
 
-/// The key written at `offset`, for errors serde reports without a path (syntax errors).
-fn key_at(text: &str, offset: usize) -> String {
-    let line_start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next().unwrap_or("");
-    match line.split_once('=') {
-        Some((k, _)) if !k.trim().is_empty() => k.trim().to_string(),
-        _ => "(syntax)".to_string(),
+/// The dotted key of `line` in the table the lines `before` it leave open (`server.listen`,
+/// `routes[2].match`), for errors serde reports without a path.
+fn key_at(before: &str, line: &str) -> String {
+    let table = open_table(before);
+    let key = match line.split_once('=') {
+        Some((k, _)) if !k.trim().is_empty() && !k.trim_start().starts_with('[') => Some(k.trim()),
+        _ => None,
+    };
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (None, Some(k)) => k.to_string(),
+        (Some(t), None) => t,
+        (None, None) => "(syntax)".to_string(),
     }
+}
+
+/// The table the header lines of `before` leave open: `server`, `backends.main`, or the
+/// `n`th `[[routes]]` as `routes[n]` (counted from 0, as every other error names routes).
+fn open_table(before: &str) -> Option<String> {
+    let mut table = None;
+    let mut arrays: std::collections::HashMap<&str, usize> = Default::default();
+    for line in before.lines().map(str::trim) {
+        if let Some((name, _)) = line.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            let seen = arrays.entry(name.trim()).or_insert(0);
+            table = Some(format!("{}[{seen}]", name.trim()));
+            *seen += 1;
+        } else if let Some((name, _)) = line.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            table = Some(name.trim().to_string());
+        }
+    }
+    table
+}
+
+/// toml's syntax message, or what is really wrong when toml's text would mislead: `key =`
+/// with nothing after it is reported as an unquoted string.
+fn syntax_message(line: &str, message: String) -> String {
+    let Some((_, value)) = line.split_once('=') else { return message };
+    let value = value.split('#').next().unwrap_or("").trim();
+    if value.is_empty() {
+        return "no value after `=`: write a quoted string, a number, true or false, or remove \
+                the line"
+            .to_string();
+    }
+    let parses = |v: &str| toml::from_str::<toml::Table>(&format!("v = {v}")).is_ok();
+    let quotable = !value.starts_with(['"', '\'', '[', '{']) && !value.contains('"');
+    if quotable && !parses(value) && parses(&format!("\"{value}\"")) {
+        return format!("{value} is not a TOML value; strings are quoted: write \"{value}\"");
+    }
+    if value.starts_with('"') && value.matches('"').count() == 1 {
+        return "string not closed: the `\"` at its end is missing".to_string();
+    }
+    message
 }
 
 /// The largest `history_size`: a recovery or `history` read of that many messages is still one
@@ -260,6 +327,33 @@ mod tests {
         assert_eq!(c.backends[0].kind, BackendKind::Memory);
         assert_eq!(c.rules.routes().len(), 1);
         assert_eq!(c.rules.routes()[0].subscribe, Permission::Anyone);
+    }
+
+    #[test]
+    fn the_demo_page_is_on_in_the_builtin_default_only() {
+        let c = Config::builtin().expect("default config");
+        assert!(c.server.demo_page);
+        assert_eq!(
+            c.server.allowed_origins.to_string(),
+            "http://127.0.0.1:8080, http://localhost:8080"
+        );
+        assert!(c.server.allowed_origins.allows("http://localhost:8080", None));
+        let c = Config::parse("test.toml", "").expect("empty config");
+        assert!(!c.server.demo_page);
+        assert_eq!(c.server.allowed_origins, AllowedOrigins::SameOrigin);
+    }
+
+    #[test]
+    fn allowed_origins_are_checked_at_load() {
+        let c = Config::parse("t.toml", "[server]\nallowed_origins = [\"*\"]\n").expect("valid");
+        assert_eq!(c.server.allowed_origins, AllowedOrigins::Any);
+        let l = located(
+            "[server]\nallowed_origins = [\n  \"https://chat.example.com\",\n  \"chat.example.com\",\n]\n",
+        );
+        assert_eq!((l.line, l.column, l.key.as_str()), (4, 3, "server.allowed_origins[1]"));
+        assert!(l.message.contains("write scheme://host[:port]"), "{}", l.message);
+        let l = located("[server]\nallowed_origins = \"https://chat.example.com\"\n");
+        assert_eq!(l.key, "server.allowed_origins");
     }
 
     #[test]
@@ -448,6 +542,45 @@ mod tests {
     #[test]
     fn syntax_errors_are_located() {
         let l = located("[server]\nlisten = \n");
-        assert_eq!(l.line, 2);
+        assert_eq!((l.line, l.key.as_str()), (2, "server.listen"));
+        assert!(l.message.starts_with("no value after `=`"), "{}", l.message);
+    }
+
+    #[test]
+    fn syntax_errors_name_the_dotted_key_and_the_real_problem() {
+        let l = located("[server]\nlisten = 127.0.0.1:8080\n");
+        assert_eq!(l.key, "server.listen");
+        assert!(
+            l.message.contains("strings are quoted: write \"127.0.0.1:8080\""),
+            "{}",
+            l.message
+        );
+        let routes = "[[routes]]\nmatch = \"a\"\n[backends.m]\nkind = \"memory\"\n[[routes]]\n";
+        let l = located(&format!("{routes}match = \"b\n"));
+        assert_eq!((l.line, l.key.as_str()), (6, "routes[1].match"));
+        assert!(l.message.contains("string not closed"), "{}", l.message);
+        let l = located("[backends.main]\nkind = memory\n");
+        assert_eq!(l.key, "backends.main.kind");
+        // A problem toml describes well keeps toml's words.
+        let l = located("[server]\nlisten = \"a\" \"b\"\n");
+        assert!(l.message.contains("expected newline"), "{}", l.message);
+    }
+
+    #[test]
+    fn numbers_with_units_say_which_unit_they_want() {
+        let l = located("[server]\nmax_frame_bytes = \"64k\"\n");
+        assert_eq!(l.key, "server.max_frame_bytes");
+        assert!(
+            l.message.ends_with("expected a number of bytes without quotes or units, like 65536"),
+            "{}",
+            l.message
+        );
+        let l = located("[server]\nping_interval_ms = 2.5\n");
+        assert!(l.message.contains("a number of milliseconds"), "{}", l.message);
+        let l = located("[backends.m]\nkind = \"memory\"\n[[routes]]\nmatch = \"a\"\nhistory_size = 5\nhistory_ttl_s = \"5m\"\n");
+        assert_eq!(l.key, "routes[0].history_ttl_s");
+        assert!(l.message.contains("a number of seconds"), "{}", l.message);
+        let l = located("[limits]\nmax_subscriptions = -3\n");
+        assert!(l.message.contains("integer `-3`, expected a whole number"), "{}", l.message);
     }
 }

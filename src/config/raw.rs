@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::units::{Bytes, Count, Millis, Seconds};
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -33,16 +35,18 @@ pub(super) struct RawNode {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {
     pub listen: Option<Spanned<String>>,
-    pub max_connections: Option<Spanned<u64>>,
-    pub max_frame_bytes: Option<Spanned<u64>>,
-    pub outbound_queue: Option<Spanned<u64>>,
-    pub outbound_queue_bytes: Option<Spanned<u64>>,
-    pub shutdown_timeout_ms: Option<Spanned<u64>>,
-    pub ping_interval_ms: Option<Spanned<u64>>,
-    pub header_timeout_ms: Option<Spanned<u64>>,
-    pub body_timeout_ms: Option<Spanned<u64>>,
-    pub max_header_bytes: Option<Spanned<u64>>,
-    pub listen_backlog: Option<Spanned<u64>>,
+    pub max_connections: Option<Spanned<Count>>,
+    pub max_frame_bytes: Option<Spanned<Bytes>>,
+    pub outbound_queue: Option<Spanned<Count>>,
+    pub outbound_queue_bytes: Option<Spanned<Bytes>>,
+    pub shutdown_timeout_ms: Option<Spanned<Millis>>,
+    pub ping_interval_ms: Option<Spanned<Millis>>,
+    pub header_timeout_ms: Option<Spanned<Millis>>,
+    pub body_timeout_ms: Option<Spanned<Millis>>,
+    pub max_header_bytes: Option<Spanned<Bytes>>,
+    pub listen_backlog: Option<Spanned<Count>>,
+    pub demo_page: Option<bool>,
+    pub allowed_origins: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -50,8 +54,8 @@ pub(super) struct RawServer {
 pub(super) struct RawLimits {
     pub publish_rate: Option<Spanned<f64>>,
     pub publish_burst: Option<Spanned<f64>>,
-    pub max_subscriptions: Option<Spanned<u64>>,
-    pub max_data_depth: Option<Spanned<u64>>,
+    pub max_subscriptions: Option<Spanned<Count>>,
+    pub max_data_depth: Option<Spanned<Count>>,
     pub subscribe_rate: Option<Spanned<f64>>,
     pub subscribe_burst: Option<Spanned<f64>>,
 }
@@ -76,8 +80,8 @@ pub(super) struct RawBackend {
     pub kind: Spanned<String>,
     pub url: Option<Spanned<String>>,
     pub nodes: Option<Spanned<Vec<String>>>,
-    pub subscriber_connections: Option<Spanned<u64>>,
-    pub publisher_connections: Option<Spanned<u64>>,
+    pub subscriber_connections: Option<Spanned<Count>>,
+    pub publisher_connections: Option<Spanned<Count>>,
     pub tls_ca_file: Option<Spanned<String>>,
     pub tls_cert_file: Option<Spanned<String>>,
     pub tls_key_file: Option<Spanned<String>>,
@@ -92,11 +96,11 @@ pub(super) struct RawRoute {
     pub channel: Option<Spanned<String>>,
     pub subscribe: Option<Spanned<String>>,
     pub publish: Option<Spanned<String>>,
-    pub max_message_bytes: Option<Spanned<u64>>,
-    pub history_size: Option<Spanned<u64>>,
-    pub history_ttl_s: Option<Spanned<u64>>,
-    pub recovery_max: Option<Spanned<u64>>,
+    pub max_message_bytes: Option<Spanned<Bytes>>,
+    pub history_size: Option<Spanned<Count>>,
+    pub history_ttl_s: Option<Spanned<Seconds>>,
+    pub recovery_max: Option<Spanned<Count>>,
     pub presence: Option<Spanned<bool>>,
     pub join_leave: Option<Spanned<bool>>,
-    pub presence_ttl_s: Option<Spanned<u64>>,
+    pub presence_ttl_s: Option<Spanned<Seconds>>,
 }

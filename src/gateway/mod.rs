@@ -1,11 +1,12 @@
 //! The gateway: the only code that touches sockets and HTTP.
 //!
 //! One hyper HTTP/1 connection per accepted socket serves `/ws` ([`upgrade`]d to a WebSocket
-//! [`session`]), the HTTP [`api`], `/healthz`, `/readyz` and `/metrics`. It sees the broker
-//! only through [`Node`]'s methods.
+//! [`session`]), the HTTP [`api`], `/healthz`, `/readyz`, `/metrics` and, when configured, the
+//! [`demo`] page. It sees the broker only through [`Node`]'s methods.
 
 pub(crate) mod accept;
 mod api;
+mod demo;
 mod keepalive;
 mod session;
 mod upgrade;
@@ -116,6 +117,7 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Result<Response<Body
             "/ws" | "/healthz" | "/readyz" | "/metrics" | "/api/publish" | "/api/send"
             | "/api/history" | "/api/presence",
         ) => error(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::BadRequest, "method not allowed"),
+        _ if node.server().demo_page && demo::serves(&path) => demo::answer(req.method(), &path),
         _ => error(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such endpoint"),
     };
     Ok(response)

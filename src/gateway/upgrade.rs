@@ -1,5 +1,6 @@
-//! `GET /ws`: checks the handshake, the token and capacity, switches protocols, and hands the
-//! raw socket to a [`session`](super::session) once hyper lets go of it.
+//! `GET /ws`: checks the handshake, the page's origin, the token and capacity, switches
+//! protocols, and hands the raw socket to a [`session`](super::session) once hyper lets go
+//! of it.
 
 use std::sync::Arc;
 
@@ -61,6 +62,9 @@ pub(super) fn upgrade(node: Arc<Node>, mut req: Request<Incoming>) -> Response<B
         Ok(key) => key,
         Err(bad) => return bad.response(),
     };
+    if let Some(refusal) = foreign_origin(&node, req.headers()) {
+        return refusal;
+    }
     let query = Query::parse(req.uri().query().unwrap_or(""));
     let token = query.token.or_else(|| bearer(req.headers()));
     let identity = match node.authenticate(token.as_deref()) {
@@ -123,6 +127,28 @@ fn handshake_key(req: &Request<Incoming>) -> Result<HeaderValue, BadHandshake> {
     Ok(key.clone())
 }
 
+/// The refusal of a browser page whose origin `server.allowed_origins` does not allow, before
+/// anything else about the request is looked at (docs/config.md says why).
+fn foreign_origin(node: &Node, headers: &HeaderMap) -> Option<Response<Body>> {
+    // Browsers always send Origin on a WebSocket handshake; a client without one is not a
+    // browser, so there is no user's ambient credentials for a foreign page to abuse.
+    let origin = headers.get(header::ORIGIN)?;
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if origin.to_str().is_ok_and(|o| node.server().allowed_origins.allows(o, host)) {
+        return None;
+    }
+    node.metrics().refused_origin.increment(1);
+    let shown: String = String::from_utf8_lossy(origin.as_bytes()).chars().take(100).collect();
+    tracing::info!(origin = %shown, "websocket upgrade refused: 403, origin not allowed");
+    Some(error(
+        StatusCode::FORBIDDEN,
+        ErrorCode::Forbidden,
+        &format!(
+            "origin {shown:?} is not allowed to open WebSockets here (server.allowed_origins)"
+        ),
+    ))
+}
+
 /// `Authorization: Bearer <token>`.
 fn bearer(headers: &HeaderMap) -> Option<String> {
     headers
@@ -148,6 +174,9 @@ fn no_room(node: &Node) -> Option<Response<Body>> {
 
 fn unauthorized(node: &Node, e: &TokenError) -> Response<Body> {
     node.metrics().refused_auth.increment(1);
+    // Info, not warn: a refused token is the client's problem, but whoever runs the client
+    // asks the operator why, and the answer is here.
+    tracing::info!(reason = %e, "websocket upgrade refused: 401");
     error(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &e.to_string())
 }
 

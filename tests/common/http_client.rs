@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::HOST;
+use hyper::header::{HeaderMap, HOST};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -43,18 +43,48 @@ pub async fn try_http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<(u16, String), Error> {
+    let (status, _, body) = try_http_response(addr, method, path, headers, body).await?;
+    Ok((status, body))
+}
+
+/// [`http`] with the response headers: (status, headers, body).
+pub async fn http_response(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, HeaderMap, String) {
+    tokio::time::timeout(REQUEST_TIMEOUT, try_http_response(addr, method, path, headers, body))
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {method} {path}"))
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+async fn try_http_response(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, HeaderMap, String), Error> {
     let stream = TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     // The connection task drives the socket until the response is read; its own error, if
     // any, surfaces through `send_request` or the body.
     tokio::spawn(conn);
-    let mut req = Request::builder().method(method).uri(path).header(HOST, addr.to_string());
+    let mut req = Request::builder().method(method).uri(path);
+    // A test may name its own Host (origin checks compare against it).
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+        req = req.header(HOST, addr.to_string());
+    }
     for (name, value) in headers {
         req = req.header(*name, *value);
     }
     let req = req.body(Full::new(Bytes::copy_from_slice(body.as_bytes())))?;
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
     let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -11,7 +11,7 @@ pub mod presence;
 mod served;
 // Not every test binary uses every helper.
 #[allow(unused_imports)]
-pub use http_client::{http, try_http};
+pub use http_client::{http, http_response, try_http};
 #[allow(unused_imports)]
 pub use served::{sum_samples, ServedBroker};
 
@@ -163,6 +163,12 @@ impl Client {
             .await
             .unwrap_or_else(|_| panic!("timed out connecting to {url}"))
             .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Client::from_stream(ws).await
+    }
+
+    /// A client on an upgraded WebSocket (a handshake the test made itself); reads the
+    /// welcome frame.
+    pub async fn from_stream(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
         let mut c = Client {
             ws,
             conn: String::new(),

@@ -27,8 +27,9 @@ pub struct ServedBroker {
 }
 
 impl ServedBroker {
-    /// Starts `serve` with `toml` (which must not have a `[server]` table: the listen address
-    /// is put in front) and waits until it answers HTTP.
+    /// Starts `serve` with `toml` and waits until it answers HTTP. `toml` must not have a
+    /// `[server]` table: `[server]` and the listen address are put in front, so keys at the
+    /// top of `toml`, before any table, are more `[server]` keys.
     pub async fn start(toml: &str) -> ServedBroker {
         let dir = tempfile::tempdir().expect("tempdir");
         // The OS picks a free port; another process could take it before the broker binds,
