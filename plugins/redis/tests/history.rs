@@ -3,43 +3,18 @@
 //! expiry and a restart without persistence (both start a new epoch), keys in the channel's
 //! slot on a cluster, concurrent publishers, and malformed or escaped headers on the wire.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{clustered, standalone};
 use switchyard_backend::conformance::{next, unique, Pair};
 use switchyard_backend::{Backend, Position, Retention};
 use switchyard_redis::testing::{RedisCluster, RedisServer};
-use switchyard_redis::{wait_ready, RedisBackend, RedisClusterBackend};
-use switchyard_redis::{RedisClusterOptions, RedisOptions};
 
 /// Long enough that nothing expires during a check that does not mean it to.
 const KEEP: Retention = Retention { size: 100, ttl: Duration::from_secs(60) };
-
-fn standalone_options(server: &RedisServer) -> RedisOptions {
-    let mut o = RedisOptions { url: server.url(), ..RedisOptions::default() };
-    o.connection.reconnect_min = Duration::from_millis(20);
-    o.connection.reconnect_max = Duration::from_millis(300);
-    o.connection.command_timeout = Duration::from_secs(2);
-    o
-}
-
-async fn standalone(server: &RedisServer) -> Arc<dyn Backend> {
-    let b = RedisBackend::connect(standalone_options(server)).expect("connect");
-    wait_ready(&b, Duration::from_secs(10)).await.expect("ready");
-    Arc::new(b)
-}
-
-async fn clustered(cluster: &RedisCluster) -> Arc<dyn Backend> {
-    let mut o = RedisClusterOptions { nodes: cluster.urls(), ..RedisClusterOptions::default() };
-    o.connection.reconnect_min = Duration::from_millis(20);
-    o.connection.reconnect_max = Duration::from_millis(300);
-    o.connection.command_timeout = Duration::from_secs(2);
-    o.topology_refresh_interval = Duration::from_secs(2);
-    let b = RedisClusterBackend::connect(o).expect("connect");
-    wait_ready(&b, Duration::from_secs(15)).await.expect("ready");
-    Arc::new(b)
-}
 
 /// Runs every backend-neutral check, each on a fresh pair.
 async fn run_checks<F, Fut>(pair: F)

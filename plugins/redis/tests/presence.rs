@@ -3,37 +3,17 @@
 //! the last lease and vanish with the last member, a restart without persistence, and a slot
 //! migration.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{clustered, standalone};
 use switchyard_backend::conformance::{unique, Pair};
-use switchyard_backend::{Backend, Member};
+use switchyard_backend::Member;
 use switchyard_redis::testing::{RedisCluster, RedisServer};
-use switchyard_redis::{wait_ready, RedisBackend, RedisClusterBackend};
-use switchyard_redis::{RedisClusterOptions, RedisOptions};
 
 const LONG: Duration = Duration::from_secs(60);
-
-async fn standalone(server: &RedisServer) -> Arc<dyn Backend> {
-    let mut o = RedisOptions { url: server.url(), ..RedisOptions::default() };
-    o.connection.reconnect_min = Duration::from_millis(20);
-    o.connection.reconnect_max = Duration::from_millis(300);
-    o.connection.command_timeout = Duration::from_secs(2);
-    let b = RedisBackend::connect(o).expect("connect");
-    wait_ready(&b, Duration::from_secs(10)).await.expect("ready");
-    Arc::new(b)
-}
-
-async fn clustered(cluster: &RedisCluster) -> Arc<dyn Backend> {
-    let mut o = RedisClusterOptions { nodes: cluster.urls(), ..RedisClusterOptions::default() };
-    o.connection.reconnect_min = Duration::from_millis(20);
-    o.connection.reconnect_max = Duration::from_millis(300);
-    o.connection.command_timeout = Duration::from_secs(2);
-    o.topology_refresh_interval = Duration::from_secs(2);
-    let b = RedisClusterBackend::connect(o).expect("connect");
-    wait_ready(&b, Duration::from_secs(15)).await.expect("ready");
-    Arc::new(b)
-}
 
 fn int(value: redis::Value) -> i64 {
     match value {

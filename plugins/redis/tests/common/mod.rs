@@ -1,9 +1,43 @@
-//! Helpers shared by the standalone and cluster fault tests.
+//! Helpers shared by the Redis backends' test files.
 
+#![allow(dead_code)] // not every test file uses every helper
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use switchyard_backend::{Backend, Incoming};
+use switchyard_redis::testing::{RedisCluster, RedisServer};
+use switchyard_redis::{wait_ready, RedisBackend, RedisClusterBackend};
+use switchyard_redis::{RedisClusterOptions, RedisOptions};
+
+/// Options for a standalone backend on `server`, with fast reconnects and a 2 s command timeout.
+pub fn standalone_options(server: &RedisServer) -> RedisOptions {
+    let mut o = RedisOptions { url: server.url(), ..RedisOptions::default() };
+    o.connection.reconnect_min = Duration::from_millis(20);
+    o.connection.reconnect_max = Duration::from_millis(300);
+    o.connection.command_timeout = Duration::from_secs(2);
+    o
+}
+
+/// A ready standalone backend on `server`.
+pub async fn standalone(server: &RedisServer) -> Arc<dyn Backend> {
+    let b = RedisBackend::connect(standalone_options(server)).expect("connect");
+    wait_ready(&b, Duration::from_secs(10)).await.expect("ready");
+    Arc::new(b)
+}
+
+/// A ready cluster backend on `cluster`, with fast reconnects and topology refreshes.
+pub async fn clustered(cluster: &RedisCluster) -> Arc<dyn Backend> {
+    let mut o = RedisClusterOptions { nodes: cluster.urls(), ..RedisClusterOptions::default() };
+    o.connection.reconnect_min = Duration::from_millis(20);
+    o.connection.reconnect_max = Duration::from_millis(300);
+    o.connection.command_timeout = Duration::from_secs(2);
+    o.topology_refresh_interval = Duration::from_secs(2);
+    let b = RedisClusterBackend::connect(o).expect("connect");
+    wait_ready(&b, Duration::from_secs(15)).await.expect("ready");
+    Arc::new(b)
+}
 
 /// Publishes until a message arrives with the expected prefix: after a fault the first
 /// publishes may be refused or land before the re-subscription. Fails after `within`.
