@@ -445,6 +445,25 @@ impl RedisCluster {
             .expect("the slot owner is one of the masters")
     }
 
+    /// `per_master` channels named `<prefix>.<n>` on every master, so a test that must reach
+    /// each master does, rather than hoping random names spread (12 random names miss one of
+    /// three masters about once in 40 runs).
+    pub fn channels_on_every_master(&self, prefix: &str, per_master: usize) -> Vec<String> {
+        let mut counts = vec![0; self.masters.len()];
+        let mut out = Vec::new();
+        let mut n = 0u64;
+        while counts.iter().any(|&c| c < per_master) {
+            let channel = format!("{prefix}.{n}");
+            n += 1;
+            let i = self.master_index_of(&channel);
+            if counts[i] < per_master {
+                counts[i] += 1;
+                out.push(channel);
+            }
+        }
+        out
+    }
+
     /// `PUBSUB SHARDNUMSUB channel` on the master serving it.
     pub fn shardnumsub(&self, channel: &str) -> i64 {
         self.masters[self.master_index_of(channel)].shardnumsub(channel)
