@@ -3,6 +3,7 @@
 
 pub mod connections;
 pub mod fanout;
+pub mod presence;
 pub mod recover;
 pub mod rooms;
 pub mod slowloris;
