@@ -26,6 +26,10 @@ pub struct Common {
     /// comma-separated (one per broker node), are summed.
     #[arg(long, global = true, value_delimiter = ',')]
     pub pid: Vec<u32>,
+    /// Backend processes (e.g. the Redis servers), comma-separated: with `presence`, their CPU
+    /// over the same window as the broker's is reported apart.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub backend_pid: Vec<u32>,
     /// Write the full report as JSON to this file.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,

@@ -20,7 +20,8 @@ use crate::cli::{PresenceArgs, PresenceMode};
 use crate::client::{Conn, Event};
 use crate::live::Live;
 use crate::parse::{for_each_raw, presence_answer, Frame};
-use crate::report::Report;
+use crate::procfs::ProcSample;
+use crate::report::{Broker, Report};
 use crate::Result;
 
 pub use counts::CountsStats;
@@ -76,6 +77,31 @@ pub async fn presence(ctx: &Ctx, args: &PresenceArgs) -> Result<Report> {
         ctx.live.slow_consumer_closes.load(std::sync::atomic::Ordering::Relaxed);
     report.presence = Some(stats);
     Ok(report)
+}
+
+/// CPU samples of the brokers and the backend processes at the start of a measured window.
+struct Window {
+    broker: Option<ProcSample>,
+    backend: Option<ProcSample>,
+}
+
+impl Window {
+    fn start(ctx: &Ctx) -> Window {
+        Window { broker: ctx.sample(), backend: ctx.sample_backend() }
+    }
+
+    /// The brokers' usage over the window, and the backend processes' CPU seconds.
+    fn end(self, ctx: &Ctx) -> (Option<Broker>, Option<f64>) {
+        let broker = match (self.broker, ctx.sample()) {
+            (Some(b), Some(a)) => Some(Broker::from_samples(ctx.common.pid.clone(), b, a, 0, None)),
+            _ => None,
+        };
+        let backend = match (self.backend, ctx.sample_backend()) {
+            (Some(b), Some(a)) => Some((a.cpu_s - b.cpu_s).max(0.0)),
+            _ => None,
+        };
+        (broker, backend)
+    }
 }
 
 /// `{"op":"presence",…}` for the counts alone (`limit` None) or a page of `limit` members

@@ -13,11 +13,11 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{ask, hold, query, refused};
+use super::{ask, hold, query, refused, Window};
 use crate::cli::PresenceCountsArgs;
 use crate::client::{Conn, Event};
 use crate::parse::{for_each_raw, presence_answer, Frame};
-use crate::report::{Broker, Report};
+use crate::report::Report;
 use crate::scenario::{conn_stats, open_all, Ctx};
 use crate::track::{new_histogram, Percentiles};
 use crate::Result;
@@ -43,6 +43,8 @@ pub struct CountsStats {
     pub wrong_counts: u64,
     /// Broker CPU over the counts queries, per query (with `--pid`).
     pub broker_cpu_us_per_query: Option<f64>,
+    /// The backend processes' CPU over the same window, per query (with `--backend-pid`).
+    pub backend_cpu_us_per_query: Option<f64>,
     /// The baseline: pings sent the same way (`--pings`, `--in-flight`), send to pong.
     pub pings: u64,
     pub ping_latency: Percentiles,
@@ -87,9 +89,12 @@ impl CountsStats {
 
     pub fn rows(&self) -> Vec<(&'static str, String)> {
         let l = &self.latency;
-        let cpu = self
+        let mut cpu = self
             .broker_cpu_us_per_query
             .map_or(String::new(), |c| format!(", broker {c:.1} CPU-µs per query"));
+        if let Some(c) = self.backend_cpu_us_per_query {
+            cpu.push_str(&format!(", backend {c:.1}"));
+        }
         let mut rows = vec![
             (
                 "members",
@@ -222,25 +227,23 @@ async fn measure(
         id += a.pings;
     }
 
-    let before = ctx.sample();
+    let window = Window::start(ctx);
     let own_before = ctx.sample_self();
     let start = Instant::now();
     let counts = Probe::Counts { channel: ch, expect: stats.members };
     let (hist, wrong) =
         pipelined(reader, counts, a.queries, stats.in_flight, id + 1, timeout).await?;
     let took = start.elapsed().as_secs_f64();
-    let after = ctx.sample();
+    let (broker, backend) = window.end(ctx);
     let own_after = ctx.sample_self();
     id += a.queries;
     stats.latency = Percentiles::of(&hist);
     stats.wrong_counts = wrong;
     stats.queries_per_s = a.queries as f64 / took.max(1e-9);
-    if let (Some(b), Some(af)) = (before, after) {
-        let broker = Broker::from_samples(ctx.common.pid.clone(), b, af, 0, None);
-        stats.broker_cpu_us_per_query =
-            (a.queries > 0).then(|| broker.cpu_s * 1e6 / a.queries as f64);
-        report.broker = Some(broker);
-    }
+    let per_query = |cpu_s: f64| (a.queries > 0).then(|| cpu_s * 1e6 / a.queries as f64);
+    stats.broker_cpu_us_per_query = broker.as_ref().and_then(|b| per_query(b.cpu_s));
+    stats.backend_cpu_us_per_query = backend.and_then(per_query);
+    report.broker = broker;
     if let (Some(b), Some(af)) = (own_before, own_after) {
         report.loadgen_cpu_s = (af.cpu_s - b.cpu_s).max(0.0);
     }

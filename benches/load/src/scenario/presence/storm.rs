@@ -15,12 +15,12 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::median;
+use super::{median, Window};
 use crate::cli::{PresenceStormArgs, SubscribeVia};
 use crate::client::{Conn, Connector, Event};
 use crate::live::Live;
 use crate::parse::{diff_members, for_each_raw, Frame};
-use crate::report::{Broker, Report};
+use crate::report::Report;
 use crate::scenario::{conn_stats, open_all, Ctx};
 use crate::Result;
 
@@ -52,8 +52,10 @@ pub struct StormStats {
     /// What each joiner got from the storm's other joins, on average.
     pub joiner_diffs_mean: f64,
     pub joiner_bytes_mean: f64,
-    /// Broker CPU from the storm's start until every watcher had heard of every member.
+    /// Broker CPU from the storm's start until every watcher had heard of every member, and
+    /// the backend processes' (with `--backend-pid`).
     pub broker_cpu_s: Option<f64>,
+    pub backend_cpu_s: Option<f64>,
 }
 
 /// What one watcher got during the storm.
@@ -76,7 +78,10 @@ impl StormStats {
     }
 
     pub fn rows(&self) -> Vec<(&'static str, String)> {
-        let cpu = self.broker_cpu_s.map_or(String::new(), |c| format!("; broker CPU {c:.2} s"));
+        let mut cpu = self.broker_cpu_s.map_or(String::new(), |c| format!("; broker CPU {c:.2} s"));
+        if let Some(c) = self.backend_cpu_s {
+            cpu.push_str(&format!(", backend {c:.2} s"));
+        }
         vec![
             (
                 "storm",
@@ -190,7 +195,7 @@ pub async fn run(ctx: &Ctx, a: &PresenceStormArgs, report: &mut Report) -> Resul
         tokio::time::sleep(TICK).await;
     }
 
-    let before = ctx.sample();
+    let window = Window::start(ctx);
     let start = Instant::now();
     let start_ns = storm.now_ns();
     let _ = armed_tx.send(true);
@@ -199,7 +204,7 @@ pub async fn run(ctx: &Ctx, a: &PresenceStormArgs, report: &mut Report) -> Resul
         joining.spawn(join(ctx.connector.clone(), idx, ctx.common.subscribe_via, storm.clone()));
     }
     wait_until_heard(ctx, a, &storm, &boards).await;
-    let after = ctx.sample();
+    let (broker, backend) = window.end(ctx);
     report.connections = conn_stats(ctx, a.watchers + a.joins, t.elapsed());
     let _ = stop_tx.send(true);
     while watching.join_next().await.is_some() {}
@@ -247,11 +252,9 @@ pub async fn run(ctx: &Ctx, a: &PresenceStormArgs, report: &mut Report) -> Resul
     stats.last_join_s_median = med(|w| w.last_join_s);
     stats.diffs_per_s_median = med(|w| w.diffs_per_s);
     stats.members_per_diff_median = med(|w| w.joins_seen as f64 / w.diffs.max(1) as f64);
-    if let (Some(b), Some(af)) = (before, after) {
-        let broker = Broker::from_samples(ctx.common.pid.clone(), b, af, 0, None);
-        stats.broker_cpu_s = Some(broker.cpu_s);
-        report.broker = Some(broker);
-    }
+    stats.broker_cpu_s = broker.as_ref().map(|b| b.cpu_s);
+    stats.backend_cpu_s = backend;
+    report.broker = broker;
     report.duration_s = start.elapsed().as_secs_f64();
     Ok(stats)
 }

@@ -12,12 +12,12 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{ask, query};
+use super::{ask, query, Window};
 use crate::cli::PresenceSubscribeArgs;
 use crate::client::{Conn, Event};
 use crate::live::Live;
 use crate::parse::{for_each_object, Frame};
-use crate::report::{Broker, Report};
+use crate::report::Report;
 use crate::scenario::{conn_stats, open_all, Ctx};
 use crate::track::{new_histogram, Percentiles};
 use crate::Result;
@@ -39,6 +39,8 @@ pub struct SubscribeStats {
     pub latency: Percentiles,
     /// Broker CPU from the first subscribe to the last answer, per subscribe (with `--pid`).
     pub broker_cpu_us_per_subscribe: Option<f64>,
+    /// The backend processes' CPU over the same window, per subscribe (with `--backend-pid`).
+    pub backend_cpu_us_per_subscribe: Option<f64>,
     /// Whether the prefix's route has presence: a presence query on the first channel was
     /// answered (true) or refused `bad_request` (false); absent when it could not be asked.
     pub presence_on: Option<bool>,
@@ -51,9 +53,12 @@ impl SubscribeStats {
 
     pub fn rows(&self) -> Vec<(&'static str, String)> {
         let l = &self.latency;
-        let cpu = self
+        let mut cpu = self
             .broker_cpu_us_per_subscribe
             .map_or(String::new(), |c| format!(", broker {c:.1} CPU-µs per subscribe"));
+        if let Some(c) = self.backend_cpu_us_per_subscribe {
+            cpu.push_str(&format!(", backend {c:.1}"));
+        }
         let presence = match self.presence_on {
             Some(true) => "presence on",
             Some(false) => "presence off",
@@ -131,7 +136,7 @@ pub async fn run(
         let (prefix, n, go, live) = (a.prefix.clone(), a.channels, go_rx.clone(), ctx.live.clone());
         tasks.spawn(subscribe_all(conn, idx, prefix, n, window, go, timeout, live));
     }
-    let before = ctx.sample();
+    let window = Window::start(ctx);
     let own_before = ctx.sample_self();
     let _ = go_tx.send(true);
     let mut hist = new_histogram::<u64>();
@@ -152,19 +157,18 @@ pub async fn run(
         }
         conns.push(o.conn);
     }
-    let after = ctx.sample();
+    let (broker, backend) = window.end(ctx);
     let own_after = ctx.sample_self();
     if let (Some(f), Some(l)) = (first, last) {
         stats.duration_s = l.duration_since(f).as_secs_f64();
         stats.subscribes_per_s = stats.subscribed as f64 / stats.duration_s.max(1e-9);
     }
     stats.latency = Percentiles::of(&hist);
-    if let (Some(b), Some(af)) = (before, after) {
-        let broker = Broker::from_samples(ctx.common.pid.clone(), b, af, 0, None);
-        stats.broker_cpu_us_per_subscribe =
-            (stats.subscribed > 0).then(|| broker.cpu_s * 1e6 / stats.subscribed as f64);
-        report.broker = Some(broker);
-    }
+    let ok = stats.subscribed;
+    let per_subscribe = |cpu_s: f64| (ok > 0).then(|| cpu_s * 1e6 / ok as f64);
+    stats.broker_cpu_us_per_subscribe = broker.as_ref().and_then(|b| per_subscribe(b.cpu_s));
+    stats.backend_cpu_us_per_subscribe = backend.and_then(per_subscribe);
+    report.broker = broker;
     if let (Some(b), Some(af)) = (own_before, own_after) {
         report.loadgen_cpu_s = (af.cpu_s - b.cpu_s).max(0.0);
     }
