@@ -26,6 +26,10 @@ pub struct Common {
     /// comma-separated (one per broker node), are summed.
     #[arg(long, global = true, value_delimiter = ',')]
     pub pid: Vec<u32>,
+    /// Backend processes (e.g. the Redis servers), comma-separated: with `presence`, their CPU
+    /// over the same window as the broker's is reported apart.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub backend_pid: Vec<u32>,
     /// Write the full report as JSON to this file.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,
@@ -88,6 +92,9 @@ pub enum Scenario {
     Slowloris(SlowlorisArgs),
     /// M messages published to a history channel, then N clients recovering them at once.
     Recover(RecoverArgs),
+    /// Presence: counts latency on a big channel, subscribe throughput with and without
+    /// presence, and what a join storm costs the subscribers of a `join_leave` channel.
+    Presence(PresenceArgs),
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]
@@ -217,6 +224,90 @@ pub struct RecoverArgs {
     pub window: usize,
 }
 
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct PresenceArgs {
+    #[command(subcommand)]
+    pub mode: PresenceMode,
+}
+
+#[derive(Debug, Clone, Subcommand, serde::Serialize)]
+#[serde(tag = "mode", rename_all = "kebab-case")]
+pub enum PresenceMode {
+    /// N members on one presence channel, then counts queries (and member pages) timed.
+    Counts(PresenceCountsArgs),
+    /// C connections each subscribing to S channels of their own; subscribes per second.
+    Subscribe(PresenceSubscribeArgs),
+    /// W watchers on a `join_leave` channel while J connections join it; diffs per watcher.
+    JoinStorm(PresenceStormArgs),
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct PresenceCountsArgs {
+    /// Member connections subscribed to the channel (spread over the URLs).
+    #[arg(long, default_value_t = 10_000)]
+    pub members: usize,
+    /// The channel; its route needs `presence = true`.
+    #[arg(long, default_value = "pres.counts")]
+    pub channel: String,
+    /// Counts queries (`"members":false`) timed, after the warm-up.
+    #[arg(long, default_value_t = 10_000)]
+    pub queries: u64,
+    /// Counts queries in flight at once on the reader's connection.
+    #[arg(long, default_value_t = 1)]
+    pub in_flight: usize,
+    /// Counts queries sent first and not timed (script loading, connection set-up).
+    #[arg(long, default_value_t = 200)]
+    pub warmup: u64,
+    /// Pings timed the same way before the counts queries: the broker's round trip without a
+    /// backend, as a baseline (0: none).
+    #[arg(long, default_value_t = 10_000)]
+    pub pings: u64,
+    /// Member pages timed per page size, one after another, walking the channel by cursor.
+    #[arg(long, default_value_t = 200)]
+    pub page_queries: u64,
+    /// Page sizes (`limit`) to time, comma-separated (`--page-queries 0` times none).
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    pub pages: Vec<usize>,
+    /// Seconds to wait for the counts to say `--members` (a previous run's members may still
+    /// be leaving, or their leases ending).
+    #[arg(long, default_value_t = 60.0)]
+    pub settle_timeout: f64,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct PresenceSubscribeArgs {
+    /// Connections subscribing at once (spread over the URLs).
+    #[arg(long, default_value_t = 100)]
+    pub connections: usize,
+    /// Channels each connection subscribes to: `<prefix>.<connection>.<k>`. At most the
+    /// broker's `limits.max_subscriptions`; above `limits.subscribe_burst` needs a faster
+    /// `limits.subscribe_rate`.
+    #[arg(long, default_value_t = 200)]
+    pub channels: usize,
+    /// Channel prefix; the route it matches decides whether presence is on.
+    #[arg(long, default_value = "pres")]
+    pub prefix: String,
+    /// Subscribes in flight (sent, not yet answered) per connection; 0: all at once.
+    #[arg(long, default_value_t = 0)]
+    pub window: usize,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct PresenceStormArgs {
+    /// Connections subscribed to the channel before the storm, each counting the diffs.
+    #[arg(long, default_value_t = 10)]
+    pub watchers: usize,
+    /// Connections joining (connect and subscribe) as fast as --connect-concurrency allows.
+    #[arg(long, default_value_t = 5000)]
+    pub joins: usize,
+    /// The channel; its route needs `presence = true` and `join_leave = true`.
+    #[arg(long, default_value = "pres.storm")]
+    pub channel: String,
+    /// Before the storm: milliseconds without a diff (the watchers' own joins) to wait for.
+    #[arg(long, default_value_t = 1000)]
+    pub quiet_ms: u64,
+}
+
 impl Scenario {
     /// Connections this scenario opens, to size file limits and source addresses.
     pub fn connections(&self) -> usize {
@@ -227,6 +318,11 @@ impl Scenario {
             Scenario::Connections(a) => a.connections,
             Scenario::Slowloris(a) => a.sockets + a.clients,
             Scenario::Recover(a) => a.clients + 1,
+            Scenario::Presence(a) => match &a.mode {
+                PresenceMode::Counts(c) => c.members + 1,
+                PresenceMode::Subscribe(s) => s.connections,
+                PresenceMode::JoinStorm(s) => s.watchers + s.joins,
+            },
         }
     }
 }

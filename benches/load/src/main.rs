@@ -36,9 +36,9 @@ fn main() {
     }
 }
 
-/// Runs the scenario; Ok(true) when messages were lost, connections failed or clients did not
-/// recover (exit code 2,
-/// so scripts and the smoke test notice without parsing output).
+/// Runs the scenario; Ok(true) when messages were lost, connections failed, clients did not
+/// recover or presence failed its checks (exit code 2, so scripts and the smoke test notice
+/// without parsing output).
 fn run(cli: Cli) -> Result<bool> {
     let conns = cli.scenario.connections();
     // Every connection is one descriptor; leave room for the runtime and files.
@@ -91,6 +91,7 @@ fn run(cli: Cli) -> Result<bool> {
             Scenario::Connections(a) => scenario::connections::connections(&ctx, a).await,
             Scenario::Slowloris(a) => scenario::slowloris::slowloris(&ctx, a).await,
             Scenario::Recover(a) => scenario::recover::recover(&ctx, a).await,
+            Scenario::Presence(a) => scenario::presence::presence(&ctx, a).await,
         }
     })?;
     // Connection tasks are done; do not wait for stragglers (e.g. a close handshake).
@@ -104,5 +105,6 @@ fn run(cli: Cli) -> Result<bool> {
         std::fs::write(path, svg::render(&report))?;
     }
     let unrecovered = report.recover.as_ref().is_some_and(|r| r.not_recovered + r.wrong > 0);
-    Ok(report.lost > 0 || report.connections.failed > 0 || unrecovered)
+    let presence_failed = report.presence.as_ref().is_some_and(|p| p.failed());
+    Ok(report.lost > 0 || report.connections.failed > 0 || unrecovered || presence_failed)
 }

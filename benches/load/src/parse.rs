@@ -117,6 +117,58 @@ pub fn position(obj: &[u8]) -> Position<'_> {
     pos
 }
 
+/// A `presence` answer, reduced to what the presence scenario checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceAnswer<'a> {
+    pub id: Option<u64>,
+    pub connections: u64,
+    pub users: u64,
+    /// Members listed on this page (0 for counts alone).
+    pub members: usize,
+    pub next_cursor: Option<&'a str>,
+}
+
+/// Reads a `presence` answer; None for any other object. The counts come before the members
+/// in the broker's answer, so the first key of each name is the top-level one; members are
+/// counted by their `{"conn":` (bench connections are anonymous: no user text can hold one).
+pub fn presence_answer(obj: &[u8]) -> Option<PresenceAnswer<'_>> {
+    if str_value(obj, b"\"op\"")? != "presence" {
+        return None;
+    }
+    Some(PresenceAnswer {
+        id: u64_value(obj, b"\"id\""),
+        connections: u64_value(obj, b"\"connections\"")?,
+        users: u64_value(obj, b"\"users\"")?,
+        members: memmem::find_iter(obj, b"{\"conn\":").count(),
+        next_cursor: str_value(obj, b"\"next_cursor\""),
+    })
+}
+
+/// The members a `presence_diff` names: the conns that joined, and how many left. None for
+/// any other object. Conn ids hold no quotes or brackets, and bench members have no user, so
+/// the `join` list ends at the first `]`.
+pub fn diff_members(obj: &[u8]) -> Option<(Vec<&str>, usize)> {
+    if str_value(obj, b"\"op\"")? != "presence_diff" {
+        return None;
+    }
+    let list = |key: &[u8]| -> Option<&[u8]> {
+        let start = value_start(obj, key)?;
+        let rest = &obj[start..];
+        let end = memchr::memchr(b']', rest)?;
+        Some(&rest[..end])
+    };
+    let joined = list(b"\"join\"")?;
+    let conns = memmem::find_iter(joined, b"\"conn\":\"")
+        .filter_map(|i| {
+            let rest = &joined[i + 8..];
+            let end = memchr::memchr(b'"', rest)?;
+            std::str::from_utf8(&rest[..end]).ok()
+        })
+        .collect();
+    let left = list(b"\"leave\"").map_or(0, |l| memmem::find_iter(l, b"{\"conn\":").count());
+    Some((conns, left))
+}
+
 /// Classifies one JSON object.
 pub fn parse_object(obj: &[u8]) -> Frame<'_> {
     match fast(obj) {
@@ -370,6 +422,33 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(seen[0], (Some(1), Frame::Other("ok")));
         assert_eq!(seen[1], (None, Frame::Welcome));
+    }
+
+    #[test]
+    fn presence_answers_and_diffs() {
+        let a = presence_answer(
+            br#"{"op":"presence","id":3,"channel":"p.c","connections":10000,"users":0}"#,
+        )
+        .expect("an answer");
+        assert_eq!(
+            a,
+            PresenceAnswer {
+                id: Some(3),
+                connections: 10000,
+                users: 0,
+                members: 0,
+                next_cursor: None
+            }
+        );
+        let page = br#"{"op":"presence","id":4,"channel":"p","connections":3,"users":1,"members":[{"conn":"a:1","user":"u"},{"conn":"a:2"}],"next_cursor":"a:2"}"#;
+        let a = presence_answer(page).expect("a page");
+        assert_eq!((a.members, a.next_cursor), (2, Some("a:2")));
+        assert_eq!(presence_answer(br#"{"op":"ok","id":1}"#), None);
+        let d = br#"{"op":"presence_diff","channel":"p","join":[{"conn":"a:1"},{"conn":"b:2"}],"leave":[{"conn":"c:3"}]}"#;
+        assert_eq!(diff_members(d), Some((vec!["a:1", "b:2"], 1)));
+        let d = br#"{"op":"presence_diff","channel":"p","join":[],"leave":[]}"#;
+        assert_eq!(diff_members(d), Some((vec![], 0)));
+        assert_eq!(diff_members(br#"{"op":"presence","connections":1,"users":0}"#), None);
     }
 
     #[test]

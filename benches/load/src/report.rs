@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::cli::Common;
 use crate::live::Point;
 use crate::procfs::ProcSample;
+use crate::scenario::presence::PresenceStats;
 use crate::track::{Percentiles, Totals};
 
 #[derive(Debug, Default, Serialize)]
@@ -158,6 +159,9 @@ pub struct Report {
     /// Set by the `recover` scenario only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recover: Option<RecoverStats>,
+    /// Set by the `presence` scenario only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence: Option<PresenceStats>,
     pub notes: Vec<String>,
     #[serde(skip)]
     pub latency_hist: Option<Histogram<u64>>,
@@ -211,6 +215,8 @@ impl Report {
             rows.extend(slowloris_rows(sl));
         } else if let Some(r) = &self.recover {
             rows.extend(recover_rows(r));
+        } else if let Some(p) = &self.presence {
+            rows.extend(p.rows());
         } else if self.scenario == "connections" {
             rows.push(("held", format!("{} still open at the end", self.held)));
         } else {

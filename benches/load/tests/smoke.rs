@@ -313,3 +313,61 @@ fn recover_against_a_broker_with_history() {
         assert!(after > before, "{r:#}");
     }
 }
+
+/// `presence` in its three modes against a broker whose catch-all route keeps presence with
+/// joins and leaves told: the counts say every member and every page walk lists them all, every
+/// subscribe is answered, and every watcher hears of every joiner.
+#[test]
+fn presence_against_a_broker_with_presence() {
+    let route = "presence = true\njoin_leave = true\n";
+    let b = start_broker_route("presence", "[backends.local]\nkind = \"memory\"\n", route);
+    let r = run(
+        &b,
+        &[
+            "presence",
+            "counts",
+            "--members",
+            "120",
+            "--queries",
+            "300",
+            "--in-flight",
+            "4",
+            "--warmup",
+            "10",
+            "--page-queries",
+            "8",
+            "--pages",
+            "50,1000",
+        ],
+    );
+    let c = &r["presence"];
+    assert_eq!(c["mode"], "counts", "{r:#}");
+    assert_eq!(c["members"], 120, "{r:#}");
+    assert_eq!(c["wrong_counts"], 0, "{r:#}");
+    assert_eq!(c["latency"]["count"], 300, "{r:#}");
+    assert_eq!(c["pages"][0]["walks"], 2, "three pages of 50 a walk: {r:#}");
+    assert_eq!(c["pages"][1]["walks"], 8, "one page of 1000 a walk: {r:#}");
+    assert_eq!(c["pages"][0]["wrong_walks"], 0, "{r:#}");
+
+    let r = run(
+        &b,
+        &["presence", "subscribe", "--connections", "5", "--channels", "40", "--prefix", "s"],
+    );
+    let s = &r["presence"];
+    assert_eq!(s["subscribed"], 200, "{r:#}");
+    assert_eq!(s["refused"], 0, "{r:#}");
+    assert_eq!(s["presence_on"], true, "{r:#}");
+    assert!(s["subscribes_per_s"].as_f64().expect("rate") > 0.0, "{r:#}");
+
+    let r = run(
+        &b,
+        &["presence", "join-storm", "--watchers", "3", "--joins", "60", "--quiet-ms", "600"],
+    );
+    let s = &r["presence"];
+    assert_eq!(s["joined"], 60, "{r:#}");
+    assert_eq!(s["complete"], 3, "{r:#}");
+    let w = &s["per_watcher"][0];
+    assert_eq!(w["joins_seen"], 60, "{r:#}");
+    assert!(w["diffs"].as_u64().expect("diffs") >= 1, "{r:#}");
+    assert!(w["bytes"].as_u64().expect("bytes") > 60 * 10, "{r:#}");
+}

@@ -64,6 +64,24 @@ async fn keys_expire_with_the_last_lease_and_go_with_the_last_member() {
     }
 }
 
+/// Leaves do not extend the keys: they live a lease from the last join or renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_does_not_extend_the_keys() {
+    let server = RedisServer::start();
+    let b = standalone(&server).await;
+    let ch = unique("leave-ttl");
+    let members = [Member::new("n:1", Some("alice")), Member::new("n:2", Some("bob"))];
+    b.presence_update(&ch, &members, &[], Duration::from_secs(30)).await.expect("update");
+    let changes = b.presence_update(&ch, &[], &[Arc::from("n:2")], LONG).await.expect("leave");
+    assert_eq!(changes.left, [members[1].clone()]);
+    for key in keys(&ch) {
+        let ttl = int(server.query(redis::cmd("PTTL").arg(&key)));
+        assert!(ttl > 25_000 && ttl <= 30_000, "{key} still lives one lease: {ttl}");
+    }
+    let roster = b.presence_read(&ch, None, 10).await.expect("read");
+    assert_eq!((roster.connections, roster.users), (1, 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_without_persistence_is_healed_by_the_next_renewal() {
     let mut server = RedisServer::start();

@@ -3,6 +3,7 @@
 
 pub mod connections;
 pub mod fanout;
+pub mod presence;
 pub mod recover;
 pub mod rooms;
 pub mod slowloris;
@@ -44,25 +45,36 @@ impl Ctx {
         procfs::sample(std::process::id()).ok()
     }
 
+    /// The brokers' CPU and RSS (`--pid`), summed.
     pub fn sample(&self) -> Option<ProcSample> {
-        if self.common.pid.is_empty() {
-            return None;
-        }
-        let mut total = procfs::ProcSample::default();
-        for &pid in &self.common.pid {
-            match procfs::sample(pid) {
-                Ok(s) => {
-                    total.cpu_s += s.cpu_s;
-                    total.rss_bytes += s.rss_bytes;
-                }
-                Err(e) => {
-                    eprintln!("warning: cannot read /proc/{pid}: {e}");
-                    return None;
-                }
+        sample_pids(&self.common.pid)
+    }
+
+    /// The backend processes' CPU and RSS (`--backend-pid`), summed.
+    pub fn sample_backend(&self) -> Option<ProcSample> {
+        sample_pids(&self.common.backend_pid)
+    }
+}
+
+/// `pids`' CPU and RSS summed; None when there are none or one cannot be read.
+fn sample_pids(pids: &[u32]) -> Option<ProcSample> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut total = procfs::ProcSample::default();
+    for &pid in pids {
+        match procfs::sample(pid) {
+            Ok(s) => {
+                total.cpu_s += s.cpu_s;
+                total.rss_bytes += s.rss_bytes;
+            }
+            Err(e) => {
+                eprintln!("warning: cannot read /proc/{pid}: {e}");
+                return None;
             }
         }
-        Some(total)
     }
+    Some(total)
 }
 
 /// One publisher stream: a connection publishing to one channel, and how many receivers each

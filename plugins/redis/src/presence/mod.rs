@@ -11,8 +11,8 @@
 //! - `…:counts`: hash user → how many members have that user; its `HLEN` is the users count.
 //!
 //! `connections` is `ZCARD` and `users` is `HLEN`: O(1) however big the channel. Purging is
-//! paid once per ended lease. All four keys expire a lease after the last update, so a channel
-//! whose nodes all died leaves nothing behind.
+//! paid once per ended lease. All four keys expire a lease after the last join or renewal, so
+//! a channel whose nodes all died leaves nothing behind.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;

@@ -26,11 +26,16 @@ for i = 0, n - 1 do
   end
   redis.call('ZADD', KEYS[2], ends, conn)
 end
-if not tidy() then
+-- Every call of a script costs Redis a few microseconds beyond its command, so calls that
+-- change nothing are left out: a channel members were just added to is not empty, and leaves
+-- need not extend the keys (each lease came with its PEXPIRE below, which outlasts it).
+if n > 0 then
   -- No lease outlives `ttl` from now, so neither need the keys: a channel whose every node
   -- died leaves nothing behind once the last lease has ended.
   for i = 1, 4 do
     redis.call('PEXPIRE', KEYS[i], ttl)
   end
+else
+  tidy()
 end
 return {joined, left, expired}
