@@ -325,8 +325,12 @@ mod tests {
         assert_eq!(c.server.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
         assert_eq!(c.backends.len(), 1);
         assert_eq!(c.backends[0].kind, BackendKind::Memory);
-        assert_eq!(c.rules.routes().len(), 1);
-        assert_eq!(c.rules.routes()[0].subscribe, Permission::Anyone);
+        let routes = c.rules.routes();
+        assert_eq!(routes.len(), 2, "rooms, then everything else");
+        assert!(routes.iter().all(|r| r.subscribe == Permission::Anyone));
+        let rooms = routes[0].presence.expect("the demo page's rooms list who is in them");
+        assert!(rooms.join_leave);
+        assert!(routes[1].presence.is_none() && routes[1].history.is_some());
     }
 
     #[test]
