@@ -95,3 +95,20 @@ async fn a_backend_without_presence_is_refused_for_presence_routes() {
         Ok(_) => panic!("a presence route started on a backend without presence"),
     }
 }
+
+/// Every presence question costs a subscribe token: a client asking in a loop is answered
+/// `rate_limited`, not with backend reads.
+#[tokio::test]
+async fn presence_queries_are_paced_by_the_subscribe_bucket() {
+    let secrets = Secrets::new();
+    let tables = "[limits]\nsubscribe_rate = 0.001\nsubscribe_burst = 3\n[backends.bus]\nkind = \"memory\"\n";
+    let broker = TestBroker::start(&node_config("a", &secrets, tables)).await;
+    let mut c = broker.connect("").await;
+    c.subscribe("room.paced").await;
+    for _ in 0..2 {
+        scenario::presence(&mut c, "room.paced", serde_json::json!({"members": false})).await;
+    }
+    let refused =
+        c.error(serde_json::json!({"op":"presence","channel":"room.paced"}), "rate_limited").await;
+    assert!(refused["message"].as_str().is_some_and(|m| m.contains("per second")), "{refused}");
+}
