@@ -1,10 +1,16 @@
 # Shared by the benchmark scripts (sourced from the repository root): release build, a scratch
 # directory, brokers started in the background and stopped on exit, with the local Redis
-# Cluster of benches/redis-cluster.sh.
-cargo build --release --bin switchyard --bin switchyard-load >/dev/null
+# Cluster of benches/redis-cluster.sh. With SWITCHYARD_BIN set, that broker binary is used and
+# only the load generator is built (CARGO_BUILD_JOBS limits the build's parallelism).
+if [ -n "${SWITCHYARD_BIN:-}" ]; then
+    cargo build --release -p switchyard-load >/dev/null
+else
+    cargo build --release --bin switchyard --bin switchyard-load >/dev/null
+fi
 out=$(mktemp -d)
 bin=${CARGO_TARGET_DIR:-target}/release
 load=$bin/switchyard-load
+switchyard=${SWITCHYARD_BIN:-$bin/switchyard}
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -13,7 +19,7 @@ cleanup() {
 trap cleanup EXIT
 
 serve() { # config-file (empty: the built-in default) port
-    "$bin/switchyard" serve ${1:+--config "$1"} >"$out/broker-$2.log" 2>&1 &
+    "$switchyard" serve ${1:+--config "$1"} >"$out/broker-$2.log" 2>&1 &
     pids+=($!)
     until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do sleep 0.1; done
 }

@@ -19,7 +19,9 @@ pub struct Cli {
 #[derive(Debug, Clone, Args, serde::Serialize)]
 pub struct Common {
     /// WebSocket URL of the broker; must be a loopback address. Several, comma-separated,
-    /// spread connections round-robin over broker nodes (e.g. two nodes on one Redis).
+    /// spread connections round-robin over broker nodes (e.g. two nodes on one Redis):
+    /// connection i goes to URL i % n. `nats+ws://host:port` speaks the NATS protocol to
+    /// nats-server's websocket listener instead (fanout, latency, rooms, connections).
     #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
     pub url: String,
     /// Broker process id: report its CPU seconds per million deliveries and its RSS. Several,
@@ -30,6 +32,12 @@ pub struct Common {
     /// over the same window as the broker's is reported apart.
     #[arg(long, global = true, value_delimiter = ',')]
     pub backend_pid: Vec<u32>,
+    /// Redis servers (`host:port`, comma-separated, e.g. every master of a cluster): read
+    /// `INFO stats` and `INFO cpu` before and after the measured window and report their
+    /// reads, writes and CPU per publish (fanout, latency, rooms). With --backend-pid, those
+    /// processes' CPU over the same window is reported next to it.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub redis: Vec<String>,
     /// Write the full report as JSON to this file.
     #[arg(long, global = true)]
     pub json: Option<PathBuf>,

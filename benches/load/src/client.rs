@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::nats;
 use crate::parse::{self, Frame};
 pub use crate::rawws::RawWs;
 use crate::Result;
@@ -35,9 +36,54 @@ pub enum ClientKind {
     Tungstenite,
 }
 
-/// A parsed `ws://host:port/path?query` pointing at a loopback address.
+/// The protocol spoken inside the WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Proto {
+    /// switchyard's JSON frames (`ws://`).
+    #[default]
+    Switchyard,
+    /// The NATS text protocol, as nats-server's `websocket {}` listener speaks it
+    /// (`nats+ws://`); see nats.rs.
+    Nats,
+}
+
+impl Proto {
+    /// Calls `f` for every server frame in a received message (see [`Conn::recv`]).
+    pub fn for_each_frame<'a>(self, payload: &'a [u8], f: impl FnMut(Frame<'a>)) -> usize {
+        match self {
+            Proto::Switchyard => parse::for_each_object(payload, f),
+            Proto::Nats => nats::for_each_frame(payload, f),
+        }
+    }
+
+    /// Writes one publish of the bench payload (`id` is the switchyard request id; NATS has
+    /// none).
+    pub fn publish(
+        self,
+        out: &mut Vec<u8>,
+        channel: &str,
+        stream: u32,
+        seq: u64,
+        id: u64,
+        pad: &str,
+    ) {
+        match self {
+            Proto::Switchyard => crate::scenario::publish_frame(out, channel, stream, seq, id, pad),
+            Proto::Nats => nats::publish(out, channel, stream, seq, pad),
+        }
+    }
+
+    /// Whether the server answers each publish (switchyard's `ok`/`error`); core NATS does not,
+    /// so a publish there counts as accepted once written.
+    pub fn acks_publishes(self) -> bool {
+        self == Proto::Switchyard
+    }
+}
+
+/// A parsed `ws://host:port/path?query` (or `nats+ws://`) pointing at a loopback address.
 #[derive(Debug, Clone)]
 pub struct Target {
+    pub proto: Proto,
     pub addr: SocketAddr,
     /// `host:port` as given, for the Host header.
     pub authority: String,
@@ -49,9 +95,13 @@ pub struct Target {
 
 impl Target {
     pub fn parse(url: &str) -> Result<Self> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("only ws:// URLs are supported, got {url:?}"))?;
+        let (proto, rest) = if let Some(rest) = url.strip_prefix("ws://") {
+            (Proto::Switchyard, rest)
+        } else if let Some(rest) = url.strip_prefix("nats+ws://") {
+            (Proto::Nats, rest)
+        } else {
+            return Err(format!("only ws:// and nats+ws:// URLs are supported, got {url:?}").into());
+        };
         let (authority, path_query) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -74,7 +124,7 @@ impl Target {
         if !addr.ip().is_loopback() {
             return Err(format!("refusing non-loopback target {addr}").into());
         }
-        Ok(Self { addr, authority: with_port, path: path.to_string(), query })
+        Ok(Self { proto, addr, authority: with_port, path: path.to_string(), query })
     }
 
     /// The request path with the URL's query plus `extra` parameters.
@@ -147,18 +197,25 @@ impl Connector {
 
     pub async fn open_once(&self, target: &Target, src: Ipv4Addr, path: &str) -> Result<Conn> {
         let stream = tcp_connect(src, target.addr).await?;
-        let mut conn = match self.kind {
-            ClientKind::Raw => Conn::Raw(RawWs::handshake(stream, &target.authority, path).await?),
+        let ws = match self.kind {
+            ClientKind::Raw => Ws::Raw(RawWs::handshake(stream, &target.authority, path).await?),
             ClientKind::Tungstenite => {
+                if target.proto == Proto::Nats {
+                    // It answers pings itself but cannot queue a NATS PONG without awaiting.
+                    return Err("nats+ws:// needs the raw client".into());
+                }
                 let url = format!("ws://{}{}", target.authority, path);
                 let (ws, _resp) = tokio_tungstenite::client_async(url, stream).await?;
-                Conn::Tung(Box::new(TungWs { ws, last: None }))
+                Ws::Tung(Box::new(TungWs { ws, last: None }))
             }
         };
+        let nats = (target.proto == Proto::Nats).then(NatsIn::default);
+        let mut conn = Conn { ws, nats };
+        let proto = conn.proto();
         match conn.recv().await? {
             Event::Text(t) => {
                 let mut welcome = false;
-                parse::for_each_object(t, |f| welcome |= f == Frame::Welcome);
+                proto.for_each_frame(t, |f| welcome |= f == Frame::Welcome);
                 if !welcome {
                     return Err(format!(
                         "expected welcome, got {:?}",
@@ -168,6 +225,11 @@ impl Connector {
                 }
             }
             Event::Closed(code) => return Err(format!("closed before welcome ({code:?})").into()),
+        }
+        if proto == Proto::Nats {
+            conn.queue(nats::CONNECT).await?;
+            conn.flush().await?;
+            conn.await_pong().await?;
         }
         Ok(conn)
     }
@@ -196,9 +258,22 @@ pub enum Event<'a> {
     Closed(Option<u16>),
 }
 
-pub enum Conn {
+/// One client connection: a WebSocket and, for NATS, the byte stream reassembled from it.
+pub struct Conn {
+    ws: Ws,
+    nats: Option<NatsIn>,
+}
+
+enum Ws {
     Raw(RawWs),
     Tung(Box<TungWs>),
+}
+
+/// NATS bytes received and not yet handed out; the first `consumed` were handed out last time.
+#[derive(Default)]
+struct NatsIn {
+    buf: Vec<u8>,
+    consumed: usize,
 }
 
 pub struct TungWs {
@@ -207,11 +282,96 @@ pub struct TungWs {
 }
 
 impl Conn {
-    /// Receives the next message. Cancel-safe: may be used in `select!` next to a timer.
+    pub fn proto(&self) -> Proto {
+        if self.nats.is_some() {
+            Proto::Nats
+        } else {
+            Proto::Switchyard
+        }
+    }
+
+    /// Receives the next message: one WebSocket message for switchyard, one run of complete
+    /// operations for NATS (whose `PING`s are answered on the way). Read it with
+    /// [`Proto::for_each_frame`]. Cancel-safe: may be used in `select!` next to a timer.
     pub async fn recv(&mut self) -> Result<Event<'_>> {
+        let Conn { ws, nats } = self;
+        let Some(n) = nats else {
+            return ws.recv().await;
+        };
+        n.buf.drain(..std::mem::take(&mut n.consumed));
+        let end = loop {
+            let (end, pings) = nats::complete(&n.buf)?;
+            for _ in 0..pings {
+                ws.queue_control_text(nats::PONG)?;
+            }
+            if end > 0 {
+                break end;
+            }
+            match ws.recv().await? {
+                Event::Text(t) => n.buf.extend_from_slice(t),
+                Event::Closed(code) => return Ok(Event::Closed(code)),
+            }
+        };
+        n.consumed = end;
+        Ok(Event::Text(&n.buf[..end]))
+    }
+
+    /// NATS: waits for the `PONG` that answers our `PING` (every operation sent before it has
+    /// been processed); a `-ERR` or a close before it is an error.
+    pub async fn await_pong(&mut self) -> Result<()> {
+        let proto = self.proto();
+        loop {
+            match self.recv().await? {
+                Event::Text(t) => {
+                    let (mut pong, mut err) = (false, None);
+                    proto.for_each_frame(t, |f| match f {
+                        Frame::Pong { .. } => pong = true,
+                        Frame::Error { code, .. } => err = Some(code.to_string()),
+                        Frame::Malformed => err = Some("malformed NATS operation".into()),
+                        _ => {}
+                    });
+                    if let Some(e) = err {
+                        return Err(format!("server said -ERR {e}").into());
+                    }
+                    if pong {
+                        return Ok(());
+                    }
+                }
+                Event::Closed(code) => return Err(format!("closed before PONG ({code:?})").into()),
+            }
+        }
+    }
+
+    pub async fn queue(&mut self, text: &[u8]) -> Result<()> {
+        self.ws.queue(text).await
+    }
+
+    pub async fn flush(&mut self) -> Result<()> {
+        self.ws.flush().await
+    }
+
+    pub async fn close(&mut self) {
+        self.ws.close().await
+    }
+}
+
+impl Ws {
+    /// Queues a text message to be written by the next `recv` or `flush` without awaiting
+    /// (keeps `recv` cancel-safe); the raw client only.
+    fn queue_control_text(&mut self, text: &[u8]) -> Result<()> {
         match self {
-            Conn::Raw(r) => r.recv().await,
-            Conn::Tung(t) => {
+            Ws::Raw(r) => {
+                r.queue_control_text(text);
+                Ok(())
+            }
+            Ws::Tung(_) => Err("cannot answer a NATS PING with the tungstenite client".into()),
+        }
+    }
+
+    async fn recv(&mut self) -> Result<Event<'_>> {
+        match self {
+            Ws::Raw(r) => r.recv().await,
+            Ws::Tung(t) => {
                 let closed = loop {
                     match t.ws.next().await {
                         Some(Ok(Message::Text(s))) => {
@@ -240,13 +400,13 @@ impl Conn {
     }
 
     /// Queues a text message without writing it; `flush` writes everything queued.
-    pub async fn queue(&mut self, text: &[u8]) -> Result<()> {
+    async fn queue(&mut self, text: &[u8]) -> Result<()> {
         match self {
-            Conn::Raw(r) => {
+            Ws::Raw(r) => {
                 r.queue(text);
                 Ok(())
             }
-            Conn::Tung(t) => {
+            Ws::Tung(t) => {
                 let s = String::from_utf8(text.to_vec())?;
                 t.ws.feed(Message::text(s)).await?;
                 Ok(())
@@ -254,18 +414,18 @@ impl Conn {
         }
     }
 
-    pub async fn flush(&mut self) -> Result<()> {
+    async fn flush(&mut self) -> Result<()> {
         match self {
-            Conn::Raw(r) => r.flush().await,
-            Conn::Tung(t) => Ok(t.ws.flush().await?),
+            Ws::Raw(r) => r.flush().await,
+            Ws::Tung(t) => Ok(t.ws.flush().await?),
         }
     }
 
     /// Best-effort normal close; errors do not matter at the end of a run.
-    pub async fn close(&mut self) {
+    async fn close(&mut self) {
         match self {
-            Conn::Raw(r) => r.close().await,
-            Conn::Tung(t) => {
+            Ws::Raw(r) => r.close().await,
+            Ws::Tung(t) => {
                 let _ = t.ws.close(None).await;
             }
         }

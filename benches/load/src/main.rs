@@ -4,9 +4,11 @@ mod cli;
 mod client;
 mod http;
 mod live;
+mod nats;
 mod parse;
 mod procfs;
 mod rawws;
+mod redis;
 mod report;
 mod scenario;
 mod svg;
@@ -18,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::cli::{Cli, Scenario};
-use crate::client::{Connector, Target};
+use crate::cli::{Cli, FanoutArgs, LatencyArgs, Scenario, SubscribeVia};
+use crate::client::{ClientKind, Connector, Proto, Target};
 use crate::scenario::Ctx;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -33,6 +35,30 @@ fn main() {
             eprintln!("switchyard-load: {e}");
             std::process::exit(1);
         }
+    }
+}
+
+/// What the NATS target (`nats+ws://`) supports: the scenarios that only subscribe, publish
+/// and receive, over the raw client.
+fn check_nats(cli: &Cli) -> Result<()> {
+    let c = &cli.common;
+    if c.batch || c.subscribe_via != SubscribeVia::Frame || c.client != ClientKind::Raw {
+        return Err("nats+ws:// works with the raw client and subscribe frames only \
+                    (no --batch, --subscribe-via query or --client tungstenite)"
+            .into());
+    }
+    match &cli.scenario {
+        Scenario::Fanout(FanoutArgs { publish, .. })
+        | Scenario::Latency(LatencyArgs { publish, .. })
+            if publish.via_http =>
+        {
+            Err("nats+ws:// has no --via-http".into())
+        }
+        Scenario::Fanout(_)
+        | Scenario::Latency(_)
+        | Scenario::Rooms(_)
+        | Scenario::Connections(_) => Ok(()),
+        _ => Err("nats+ws:// supports fanout, latency, rooms and connections".into()),
     }
 }
 
@@ -52,6 +78,9 @@ fn run(cli: Cli) -> Result<bool> {
     let targets =
         cli.common.url.split(',').map(|u| Target::parse(u.trim())).collect::<Result<Vec<_>>>()?;
     let target = targets.first().cloned().ok_or("--url needs at least one URL")?;
+    if targets.iter().any(|t| t.proto == Proto::Nats) {
+        check_nats(&cli)?;
+    }
     let sources = match cli.common.source_addrs {
         // One source address per 20k connections keeps well inside the ~28k ephemeral ports
         // each (source, destination) pair has.

@@ -319,6 +319,14 @@ impl RawWs {
         out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i & 3]));
     }
 
+    /// Queues a text message that the next `recv` (or `flush`) writes without awaiting, like a
+    /// pong: for a protocol's own keep-alive answers (NATS `PONG`).
+    pub(crate) fn queue_control_text(&mut self, text: &[u8]) {
+        let mut out = std::mem::take(&mut self.control_out);
+        self.encode(0x81, text, &mut out);
+        self.control_out = out;
+    }
+
     pub(crate) fn queue(&mut self, text: &[u8]) {
         let mut out = std::mem::take(&mut self.wbuf);
         self.encode(0x81, text, &mut out);

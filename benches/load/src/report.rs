@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::cli::Common;
 use crate::live::Point;
 use crate::procfs::ProcSample;
+use crate::redis::RedisEconomy;
 use crate::scenario::presence::PresenceStats;
 use crate::track::{Percentiles, Totals};
 
@@ -159,6 +160,9 @@ pub struct Report {
     /// Set by the `recover` scenario only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recover: Option<RecoverStats>,
+    /// The Redis servers' reads, writes and CPU per publish (with `--redis`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisEconomy>,
     /// Set by the `presence` scenario only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub presence: Option<PresenceStats>,
@@ -271,6 +275,9 @@ impl Report {
             }
             rows.push(("broker", s));
         }
+        if let Some(r) = &self.redis {
+            rows.push(("redis", redis_row(r)));
+        }
         if let Some(c) = self.loadgen_cpu_s_per_million_deliveries {
             rows.push((
                 "load generator",
@@ -362,6 +369,30 @@ fn recover_rows(r: &RecoverStats) -> Vec<(&'static str, String)> {
         ("all recovered", format!("{:.3} s after the clients were let go", r.all_recovered_s)),
         ("backend reads", reads),
     ]
+}
+
+fn redis_row(r: &RedisEconomy) -> String {
+    let f = |v: Option<f64>, digits: usize| v.map_or("-".into(), |v| format!("{v:.digits$}"));
+    let mut s = format!(
+        "{} reads, {} writes, {:.2} CPU-s over {} publishes: per publish {} reads, {} writes, \
+         {} CPU-µs",
+        r.reads,
+        r.writes,
+        r.cpu_s,
+        r.publishes,
+        f(r.reads_per_publish, 3),
+        f(r.writes_per_publish, 3),
+        f(r.cpu_us_per_publish, 2),
+    );
+    if let Some(p) = r.process_cpu_s {
+        let _ = write!(
+            s,
+            "; process CPU {p:.2} s ({} µs per publish)",
+            f(r.process_cpu_us_per_publish, 2)
+        );
+    }
+    let _ = write!(s, " [{}]", r.addrs.join(","));
+    s
 }
 
 fn us(v: u64) -> String {

@@ -97,6 +97,7 @@ async fn run(ctx: &Ctx, name: &str, params: serde_json::Value, plan: Plan<'_>) -
         ));
     }
 
+    let redis = crate::redis::Window::start(ctx).await;
     let before = ctx.sample();
     let own_before = ctx.sample_self();
     let bar = live::bar(plan.messages * subscribed as u64, "deliveries");
@@ -145,6 +146,7 @@ async fn run(ctx: &Ctx, name: &str, params: serde_json::Value, plan: Plan<'_>) -
     drain(ctx, publishers as u64).await;
     let after = ctx.sample();
     let own_after = ctx.sample_self();
+    let redis = redis.end(ctx).await;
     let _ = stop_tx.send(true);
     let throughput = sampler.finish().await;
 
@@ -173,6 +175,7 @@ async fn run(ctx: &Ctx, name: &str, params: serde_json::Value, plan: Plan<'_>) -
         (start_ns, before, after),
         (own_before, own_after),
     );
+    report.redis = redis.economy(report.published);
     report.throughput = throughput;
     report.latency_hist = Some(totals.latency_us);
     if ctx.live.connect_failed.load(Ordering::Relaxed) > 0 {

@@ -18,8 +18,9 @@ use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 
 use crate::cli::{Common, SubscribeVia};
-use crate::client::{now_ns, Conn, Connector, Event};
+use crate::client::{now_ns, Conn, Connector, Event, Proto};
 use crate::live::{ConnectProgress, Live};
+use crate::nats;
 use crate::parse::{for_each_object, Frame};
 use crate::procfs::{self, ProcSample};
 use crate::report::{Broker, ConnStats, Report};
@@ -132,19 +133,23 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// Writes a publish frame for the bench payload into `out`.
-pub fn publish_frame(out: &mut Vec<u8>, channel: &str, stream: u32, seq: u64, id: u64, pad: &str) {
-    out.clear();
+/// Appends the bench payload `{"p":stream,"s":seq,"t":unix_nanos}` (with `"x":pad` when there
+/// is padding), stamped now.
+pub fn write_stamp(out: &mut Vec<u8>, stream: u32, seq: u64, pad: &str) {
     // Writing into a Vec cannot fail.
-    let _ = write!(
-        out,
-        r#"{{"op":"publish","channel":"{channel}","data":{{"p":{stream},"s":{seq},"t":{}"#,
-        now_ns()
-    );
+    let _ = write!(out, r#"{{"p":{stream},"s":{seq},"t":{}"#, now_ns());
     if !pad.is_empty() {
         let _ = write!(out, r#","x":"{pad}""#);
     }
-    let _ = write!(out, r#"}},"id":{id}}}"#);
+    out.push(b'}');
+}
+
+/// Writes a publish frame for the bench payload into `out`.
+pub fn publish_frame(out: &mut Vec<u8>, channel: &str, stream: u32, seq: u64, id: u64, pad: &str) {
+    out.clear();
+    let _ = write!(out, r#"{{"op":"publish","channel":"{channel}","data":"#);
+    write_stamp(out, stream, seq, pad);
+    let _ = write!(out, r#","id":{id}}}"#);
 }
 
 /// Opens connections `range`, subscribing connection i to `channels(i)`. Returns them by
@@ -216,8 +221,16 @@ pub async fn open_all(
     conns
 }
 
-/// Subscribes to `channels` with `subscribe` frames and waits for every `ok`.
+/// Subscribes to `channels` with `subscribe` frames and waits for every `ok` (NATS: `SUB`s
+/// and a `PING`, and waits for its `PONG`).
 async fn subscribe(conn: &mut Conn, channels: &[String]) -> Result<()> {
+    if conn.proto() == Proto::Nats {
+        let mut subs = Vec::new();
+        nats::subscribe(&mut subs, channels);
+        conn.queue(&subs).await?;
+        conn.flush().await?;
+        return conn.await_pong().await;
+    }
     for (i, ch) in channels.iter().enumerate() {
         conn.queue(format!(r#"{{"op":"subscribe","channel":"{ch}","id":{}}}"#, i + 1).as_bytes())
             .await?;
@@ -321,6 +334,8 @@ async fn conn_loop(
         }
     }
     let mut msg = Vec::with_capacity(256);
+    let proto = conn.proto();
+    let acks = proto.acks_publishes();
     loop {
         if let (false, Some(s)) = (pub_done, spec) {
             let now = Instant::now();
@@ -332,7 +347,7 @@ async fn conn_loop(
                 while inflight < s.window && k < s.total && (burst || next_at <= now) {
                     let si = s.stream_of(k);
                     let st = &s.streams[si];
-                    publish_frame(&mut msg, &st.channel, st.id, seqs[si], k + 1, &s.pad);
+                    proto.publish(&mut msg, &st.channel, st.id, seqs[si], k + 1, &s.pad);
                     conn.queue(&msg).await?;
                     seqs[si] += 1;
                     out.sent[si] += 1;
@@ -346,6 +361,11 @@ async fn conn_loop(
                 if queued > 0 {
                     conn.flush().await?;
                     live.published.add(shard, queued);
+                    if !acks {
+                        // No acknowledgement will come (core NATS): written is accepted.
+                        inflight = 0;
+                        live.acked.add(shard, queued);
+                    }
                 }
                 if k >= s.total {
                     pub_done = true;
@@ -371,6 +391,9 @@ async fn conn_loop(
         } else {
             far
         };
+        // Bursting without acks (NATS): no answer will make room in the window, so publish on
+        // after giving the other tasks (and this connection's receive side) a turn.
+        let busy = burst && !acks && !pub_done;
         tokio::select! {
             biased;
             _ = stop.changed() => return Ok(()),
@@ -378,7 +401,7 @@ async fn conn_loop(
                 Event::Text(t) => {
                     let now = now_ns();
                     let mut delivered = 0u64;
-                    let objects = for_each_object(t, |f| match f {
+                    let objects = proto.for_each_frame(t, |f| match f {
                         Frame::Message(st) => {
                             out.rx.record(st, now);
                             delivered += 1;
@@ -422,7 +445,8 @@ async fn conn_loop(
                     return Ok(());
                 }
             },
-            _ = sleep_until(wake.into()) => {}
+            _ = sleep_until(wake.into()), if !busy => {}
+            _ = tokio::task::yield_now(), if busy => {}
         }
     }
 }
@@ -482,7 +506,9 @@ pub fn fill_common(
         report.publishes_per_s = report.published as f64 / report.duration_s;
     }
     if report.frames > 0 {
-        report.objects_per_frame = (totals.delivered + report.acked) as f64 / report.frames as f64;
+        // NATS publishes are "acked" without any answer arriving.
+        let answers = if ctx.connector.target.proto.acks_publishes() { report.acked } else { 0 };
+        report.objects_per_frame = (totals.delivered + answers) as f64 / report.frames as f64;
     }
     if let (Some(b), Some(a)) = (before, after) {
         let pids = ctx.common.pid.clone();

@@ -41,6 +41,7 @@ pub async fn rooms(ctx: &Ctx, args: &RoomsArgs) -> Result<Report> {
     let per_conn_rate = args.rate / n as f64;
     let interval = if per_conn_rate > 0.0 { 1.0 / per_conn_rate } else { 0.0 };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let redis = crate::redis::Window::start(ctx).await;
     let before = ctx.sample();
     let own_before = ctx.sample_self();
     let sampler =
@@ -83,6 +84,7 @@ pub async fn rooms(ctx: &Ctx, args: &RoomsArgs) -> Result<Report> {
     drain(ctx, publishers).await;
     let after = ctx.sample();
     let own_after = ctx.sample_self();
+    let redis = redis.end(ctx).await;
     let _ = stop_tx.send(true);
     let throughput = sampler.finish().await;
 
@@ -120,6 +122,7 @@ pub async fn rooms(ctx: &Ctx, args: &RoomsArgs) -> Result<Report> {
         (start_ns, before, after),
         (own_before, own_after),
     );
+    report.redis = redis.economy(report.published);
     report.throughput = throughput;
     report.latency_hist = Some(totals.latency_us);
     Ok(report)
