@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces the end-to-end figures in benches/README.md: each scenario three times against a
 # fresh release broker (memory backend), and the fan-out across two broker nodes on a local
-# 3-master Redis Cluster; prints the median of each figure. Takes about three minutes.
-#   benches/figures.sh            (from the repository root; needs redis-server and redis-cli)
+# 3-master Redis Cluster and on a local 3-server NATS cluster; prints the median of each figure.
+# Takes about four minutes.
+#   benches/figures.sh            (from the repository root; needs redis-server, redis-cli and
+#                                  nats-server)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
@@ -55,6 +57,17 @@ urls=ws://127.0.0.1:8081/ws,ws://127.0.0.1:8082/ws
 run3 cluster fanout --url "$urls" --subscribers 1000 --messages 1000 --pid "$two"
 run3 clusterbatch fanout --url "$urls" --subscribers 1000 --messages 1000 --batch --pid "$two"
 
+benches/nats-cluster.sh start 4301 >/dev/null
+natspids=()
+for n in c d; do
+    port=$([ $n = c ] && echo 8083 || echo 8084)
+    nats_node_config "$n" "$port" >"$out/node-$n.toml"
+    serve "$out/node-$n.toml" "$port"
+    natspids+=("${pids[-1]}")
+done
+natsurls=ws://127.0.0.1:8083/ws,ws://127.0.0.1:8084/ws
+run3 nats fanout --url "$natsurls" --subscribers 1000 --messages 1000 --pid "$(IFS=,; echo "${natspids[*]}")"
+
 echo "figures (medians of 3 runs; raw reports in $out)"
 median "fanout burst: deliveries/s" "$out/fanout-*.json" "d['deliveries_per_s']"
 median "fanout burst: broker CPU-s per million" "$out/fanout-*.json" "d['broker']['cpu_s_per_million_deliveries']"
@@ -74,3 +87,6 @@ median "redis-cluster, 2 nodes: deliveries/s" "$out/cluster-*.json" "d['deliveri
 median "redis-cluster, 2 nodes: broker CPU-s per million" "$out/cluster-*.json" "d['broker']['cpu_s_per_million_deliveries']"
 median "redis-cluster, 2 nodes: lost" "$out/cluster-*.json" "d['lost']"
 median "redis-cluster, 2 nodes, batch=1: deliveries/s" "$out/clusterbatch-*.json" "d['deliveries_per_s']"
+median "nats cluster, 2 nodes: deliveries/s" "$out/nats-*.json" "d['deliveries_per_s']"
+median "nats cluster, 2 nodes: broker CPU-s per million" "$out/nats-*.json" "d['broker']['cpu_s_per_million_deliveries']"
+median "nats cluster, 2 nodes: lost" "$out/nats-*.json" "d['lost']"

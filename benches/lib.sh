@@ -15,6 +15,7 @@ pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     benches/redis-cluster.sh stop 7101 >/dev/null 2>&1 || true
+    benches/nats-cluster.sh stop 4301 >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -28,4 +29,9 @@ cluster_node_config() { # node-letter port [extra-line] > file: config/redis-clu
     sed "s/node-a/node-$1/; s/127.0.0.1:8080/127.0.0.1:$2/; s/7001/7101/; s/7002/7102/; s/7003/7103/" \
         config/redis-cluster.toml
     if [ -n "${3:-}" ]; then printf '%s\n' "$3"; fi
+}
+
+nats_node_config() { # node-letter port > file: config/nats.toml for this node, on benches/nats-cluster.sh
+    sed "s/node-a/node-$1/; s/127.0.0.1:8080/127.0.0.1:$2/" config/nats.toml |
+        sed 's|^servers = .*|servers = ["nats://127.0.0.1:4301", "nats://127.0.0.1:4302", "nats://127.0.0.1:4303"]|'
 }

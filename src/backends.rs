@@ -17,7 +17,7 @@ pub(crate) async fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, Ba
         BackendKind::Redis { url, subscriber_connections, publisher_connections, tls } => {
             let mut options =
                 switchyard_redis::RedisOptions { url: url.clone(), ..Default::default() };
-            options.connection.tls = redis_tls(tls);
+            options.connection.tls = tls.clone();
             if let Some(n) = subscriber_connections {
                 options.subscriber_connections = *n;
             }
@@ -32,25 +32,26 @@ pub(crate) async fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, Ba
                 nodes: nodes.clone(),
                 ..Default::default()
             };
-            options.connection.tls = redis_tls(tls);
+            options.connection.tls = tls.clone();
             if let Some(n) = publisher_connections {
                 options.publisher_connections_per_master = *n;
             }
             Ok(Arc::new(switchyard_redis::RedisClusterBackend::connect(options)?))
+        }
+        #[cfg(feature = "nats")]
+        BackendKind::Nats { servers, auth, tls } => {
+            let options = switchyard_nats::NatsOptions {
+                servers: servers.clone(),
+                auth: auth.clone(),
+                tls: tls.clone(),
+                ..Default::default()
+            };
+            Ok(Arc::new(switchyard_nats::NatsBackend::connect(options).await?))
         }
         #[allow(unreachable_patterns)]
         other => Err(BackendError::Invalid(format!(
             "backend kind {:?} is not compiled into this build",
             other.name()
         ))),
-    }
-}
-
-#[cfg(feature = "redis")]
-fn redis_tls(tls: &crate::config::RedisTls) -> switchyard_redis::TlsFiles {
-    switchyard_redis::TlsFiles {
-        ca_file: tls.ca_file.as_ref().map(Into::into),
-        cert_file: tls.cert_file.as_ref().map(Into::into),
-        key_file: tls.key_file.as_ref().map(Into::into),
     }
 }

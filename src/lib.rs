@@ -9,7 +9,7 @@
 //!                     routing: channel name ─► Route (backend, backend channel, permissions, limits)
 //!                        │ publish                              ▲ subscribe / unsubscribe
 //!                        ▼                                      │
-//!                     Backend trait ─► memory | redis | redis-cluster   (plugins/*)
+//!                     Backend trait ─► memory | redis | redis-cluster | nats   (plugins/*)
 //!                        │ messages from the backend, possibly from other nodes
 //!                        ▼
 //!                     hub: backend channel ─► local subscribers; one backend subscription per

@@ -37,6 +37,7 @@ fn shipped_configs_check_clean() {
         "config/chat.toml",
         "config/redis.toml",
         "config/redis-cluster.toml",
+        "config/nats.toml",
     ] {
         let o = run(&["check", "--config", f]);
         assert!(o.status.success(), "{f}: {}", text(&o));

@@ -6,109 +6,22 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, Client, TestBroker};
-use serde_json::{json, Value};
+use common::cross_node::{self, cross_node_publish_and_send, delivery_resumes, toml_list};
+use common::{eventually, TestBroker};
+use serde_json::json;
 use switchyard_redis::testing::{RedisCluster, RedisServer};
 
-fn toml(node: &str, kind: &str, urls: &[String]) -> String {
-    let address = if kind == "redis" {
-        format!("url = \"{}\"", urls[0])
+/// The backend lines for `kind` ("redis" or "redis-cluster") at `urls`.
+fn redis(kind: &str, urls: &[String]) -> String {
+    if kind == "redis" {
+        format!("kind = \"redis\"\nurl = \"{}\"", urls[0])
     } else {
-        format!(
-            "nodes = [{}]",
-            urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ")
-        )
-    };
-    format!(
-        r#"
-[node]
-id = "{node}"
-
-[auth]
-send = "anyone"
-
-[backends.main]
-kind = "{kind}"
-{address}
-
-[[routes]]
-match = "room.{{room}}"
-channel = "im:room:{{room}}"
-subscribe = "anyone"
-publish = "anyone"
-
-[[routes]]
-match = "**"
-channel = "app:{{**}}"
-subscribe = "anyone"
-publish = "anyone"
-"#
-    )
+        format!("kind = \"redis-cluster\"\nnodes = {}", toml_list(urls))
+    }
 }
 
 async fn two_nodes(kind: &str, urls: &[String]) -> (TestBroker, TestBroker) {
-    let a = TestBroker::start(&toml("a", kind, urls)).await;
-    let b = TestBroker::start(&toml("b", kind, urls)).await;
-    common::wait_ready(&[&a, &b]).await;
-    (a, b)
-}
-
-/// Publishes probes from `publisher` until `subscriber` receives one (the fault has healed),
-/// then proves ordinary delivery with a final message.
-async fn delivery_resumes(publisher: &mut Client, subscriber: &mut Client, channel: &str) {
-    let mut healed = false;
-    for i in 0..300 {
-        let answer =
-            publisher.request(json!({"op":"publish","channel":channel,"data":{"probe":i}})).await;
-        assert!(
-            answer["op"] == "ok" || answer["code"] == "unavailable",
-            "a publish during a fault is ok or unavailable, never anything else: {answer}"
-        );
-        if let Ok(m) = tokio::time::timeout(Duration::from_millis(100), subscriber.recv()).await {
-            assert_eq!(m["channel"], channel);
-            healed = true;
-            break;
-        }
-    }
-    assert!(healed, "delivery on {channel} did not resume");
-    publisher.publish(channel, json!("final")).await;
-    loop {
-        let m: Value = subscriber.recv().await;
-        if m["data"] == "final" {
-            break;
-        }
-        assert!(m["data"]["probe"].is_number(), "unexpected frame {m}");
-    }
-}
-
-async fn cross_node_publish_and_send(a: &TestBroker, b: &TestBroker) {
-    let mut on_a = a.connect("").await;
-    let mut on_b = b.connect("").await;
-    assert_eq!(on_a.node, "a");
-    assert_eq!(on_b.node, "b");
-    on_a.subscribe("room.1").await;
-    on_b.subscribe("room.1").await;
-    on_b.publish("room.1", json!({"text":"from b"})).await;
-    for c in [&mut on_a, &mut on_b] {
-        assert_eq!(
-            c.recv().await,
-            json!({"op":"message","channel":"room.1","data":{"text":"from b"}})
-        );
-    }
-    on_a.ok(json!({"op":"send","to":on_b.conn,"data":"psst"})).await;
-    assert_eq!(on_b.recv().await, json!({"op":"direct","from":on_a.conn,"data":"psst"}));
-    on_b.ok(json!({"op":"send","to":on_a.conn,"data":"back"})).await;
-    assert_eq!(on_a.recv().await, json!({"op":"direct","from":on_b.conn,"data":"back"}));
-    // A node nobody runs has no inbox subscriber: the connection is known not to exist.
-    on_a.error(json!({"op":"send","to":"ghost:0123456789abcdef","data":"hello?"}), "not_found")
-        .await;
-    // Order per publisher survives the trip through Redis.
-    for i in 0..200 {
-        on_a.send_json(json!({"op":"publish","channel":"room.1","data":i})).await;
-    }
-    for i in 0..200 {
-        assert_eq!(on_b.recv().await["data"], i, "cross-node order");
-    }
+    cross_node::two_nodes(&redis(kind, urls)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

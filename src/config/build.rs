@@ -2,6 +2,7 @@
 //! and key of what it refuses.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -269,8 +270,12 @@ impl Builder<'_> {
         };
         let subscriber_connections = count(&b.subscriber_connections, "subscriber_connections")?;
         let publisher_connections = count(&b.publisher_connections, "publisher_connections")?;
+        if b.kind.get_ref() != "nats" {
+            self.no_nats_keys(&key, &b)?;
+        }
         let kind = match b.kind.get_ref().as_str() {
             "memory" => self.memory_backend(&key, &b)?,
+            "nats" => self.nats_backend(&key, &b, span)?,
             "redis" => {
                 let url = self.redis_url(&key, &b, span)?;
                 let tls = self.redis_tls(&key, &b, std::slice::from_ref(&url))?;
@@ -285,7 +290,7 @@ impl Builder<'_> {
                 return self.err(
                     b.kind.span(),
                     &format!("{key}.kind"),
-                    format!("unknown backend kind {other:?}; expected \"memory\", \"redis\" or \"redis-cluster\""),
+                    format!("unknown backend kind {other:?}; expected \"memory\", \"redis\", \"redis-cluster\" or \"nats\""),
                 )
             }
         };
@@ -306,6 +311,97 @@ impl Builder<'_> {
             return self.err(span, &format!("{key}.{k}"), message);
         }
         Ok(BackendKind::Memory)
+    }
+
+    /// `servers`, `token`, `user` and `password` belong to kind "nats" only.
+    fn no_nats_keys(&self, key: &str, b: &RawBackend) -> Result<(), ConfigError> {
+        let stray = [
+            b.servers.as_ref().map(|v| (v.span(), "servers")),
+            b.token.as_ref().map(|v| (v.span(), "token")),
+            b.user.as_ref().map(|v| (v.span(), "user")),
+            b.password.as_ref().map(|v| (v.span(), "password")),
+        ];
+        if let Some((span, k)) = stray.into_iter().flatten().next() {
+            let message = format!("only kind \"nats\" takes `{k}`, not {:?}", b.kind.get_ref());
+            return self.err(span, &format!("{key}.{k}"), message);
+        }
+        Ok(())
+    }
+
+    /// Kind "nats": `servers` (seed URLs), a `token` or a `user` with a `password`, and TLS
+    /// files; no Redis keys.
+    fn nats_backend(
+        &self,
+        key: &str,
+        b: &RawBackend,
+        span: std::ops::Range<usize>,
+    ) -> Result<BackendKind, ConfigError> {
+        let redis_only = [
+            b.url.as_ref().map(|v| (v.span(), "url", "give the seed URLs as `servers = [...]`")),
+            b.nodes
+                .as_ref()
+                .map(|v| (v.span(), "nodes", "give the seed URLs as `servers = [...]`")),
+            b.subscriber_connections.as_ref().map(|v| {
+                (v.span(), "subscriber_connections", "a NATS backend keeps one connection")
+            }),
+            b.publisher_connections.as_ref().map(|v| {
+                (v.span(), "publisher_connections", "a NATS backend keeps one connection")
+            }),
+        ];
+        if let Some((span, k, why)) = redis_only.into_iter().flatten().next() {
+            return self.err(
+                span,
+                &format!("{key}.{k}"),
+                format!("kind \"nats\" takes no `{k}`: {why}"),
+            );
+        }
+        let servers = match &b.servers {
+            Some(s) if !s.get_ref().is_empty() => s.get_ref().clone(),
+            Some(s) => {
+                return self.err(
+                    s.span(),
+                    &format!("{key}.servers"),
+                    "needs at least one server URL".into(),
+                )
+            }
+            None => {
+                return self.err(
+                    span,
+                    &format!("{key}.servers"),
+                    "kind \"nats\" needs `servers = [\"nats://host:4222\", ...]`".into(),
+                )
+            }
+        };
+        if let Some((i, url)) = servers.iter().enumerate().find(|(_, u)| {
+            !["nats://", "tls://", "ws://", "wss://"].iter().any(|scheme| u.starts_with(scheme))
+        }) {
+            let servers = b.servers.as_ref().map(|s| s.span()).unwrap_or_default();
+            let message = format!("{url:?} is not a nats://, tls://, ws:// or wss:// URL");
+            return self.err(servers, &format!("{key}.servers[{i}]"), message);
+        }
+        let auth = match (&b.token, &b.user, &b.password) {
+            (None, None, None) => Credentials::None,
+            (Some(t), None, None) => Credentials::Token(t.get_ref().clone()),
+            (None, Some(u), Some(p)) => Credentials::UserPassword {
+                user: u.get_ref().clone(),
+                password: p.get_ref().clone(),
+            },
+            (Some(t), _, _) => {
+                return self.err(
+                    t.span(),
+                    &format!("{key}.token"),
+                    "give a token or a user and password, not both".into(),
+                )
+            }
+            (None, Some(u), None) => {
+                return self.err(u.span(), &format!("{key}.password"), "user needs password".into())
+            }
+            (None, None, Some(p)) => {
+                return self.err(p.span(), &format!("{key}.user"), "password needs user".into())
+            }
+        };
+        let tls = self.tls_files(key, b)?;
+        Ok(BackendKind::Nats { servers, auth, tls })
     }
 
     /// The one server of kind "redis": `url`, or `nodes` with exactly one entry.
@@ -364,19 +460,34 @@ impl Builder<'_> {
         }
     }
 
-    /// `tls_ca_file`, `tls_cert_file`, `tls_key_file`: each must name a readable file, the
-    /// client certificate needs its key (and the other way round), and they only make sense
-    /// with `rediss://` URLs. The backend parses the PEM when it starts.
+    /// The TLS files of a Redis backend, which only make sense with `rediss://` URLs.
     fn redis_tls(
         &self,
         key: &str,
         b: &RawBackend,
         urls: &[String],
-    ) -> Result<RedisTls, ConfigError> {
-        let file = |v: &Option<Spanned<String>>, k: &str| -> Result<Option<String>, ConfigError> {
+    ) -> Result<TlsFiles, ConfigError> {
+        let tls = self.tls_files(key, b)?;
+        let first =
+            [&b.tls_ca_file, &b.tls_cert_file, &b.tls_key_file].into_iter().flatten().next();
+        if let (Some(v), Some(url)) = (first, urls.iter().find(|u| !u.starts_with("rediss://"))) {
+            return self.err(
+                v.span(),
+                key,
+                format!("TLS files need rediss:// URLs, but {url:?} is not one"),
+            );
+        }
+        Ok(tls)
+    }
+
+    /// `tls_ca_file`, `tls_cert_file`, `tls_key_file`: each must name a readable file, and the
+    /// client certificate needs its key (and the other way round). The backend parses the PEM
+    /// when it starts.
+    fn tls_files(&self, key: &str, b: &RawBackend) -> Result<TlsFiles, ConfigError> {
+        let file = |v: &Option<Spanned<String>>, k: &str| -> Result<Option<PathBuf>, ConfigError> {
             let Some(v) = v else { return Ok(None) };
             match std::fs::metadata(v.get_ref()) {
-                Ok(m) if m.is_file() => Ok(Some(v.get_ref().clone())),
+                Ok(m) if m.is_file() => Ok(Some(PathBuf::from(v.get_ref()))),
                 Ok(_) => self.err(
                     v.span(),
                     &format!("{key}.{k}"),
@@ -389,7 +500,7 @@ impl Builder<'_> {
                 ),
             }
         };
-        let tls = RedisTls {
+        let tls = TlsFiles {
             ca_file: file(&b.tls_ca_file, "tls_ca_file")?,
             cert_file: file(&b.tls_cert_file, "tls_cert_file")?,
             key_file: file(&b.tls_key_file, "tls_key_file")?,
@@ -411,15 +522,6 @@ impl Builder<'_> {
                 )
             }
             _ => {}
-        }
-        let first =
-            [&b.tls_ca_file, &b.tls_cert_file, &b.tls_key_file].into_iter().flatten().next();
-        if let (Some(v), Some(url)) = (first, urls.iter().find(|u| !u.starts_with("rediss://"))) {
-            return self.err(
-                v.span(),
-                key,
-                format!("TLS files need rediss:// URLs, but {url:?} is not one"),
-            );
         }
         Ok(tls)
     }
@@ -555,16 +657,24 @@ impl Builder<'_> {
                     backends[backend].name,
                     backends[backend].kind.name()
                 );
-                return self.err(span, &key("history_size"), message);
+                let at = r.history_size.as_ref().map_or(span.clone(), |v| v.span());
+                return self.err(at, &key("history_size"), message);
             }
             let presence = self.presence(&r, &key)?;
             if presence.is_some() && !backends[backend].kind.has_presence() {
+                // join_leave needs presence, so a route with both is refused at presence.
+                let extra = if presence.as_ref().is_some_and(|p| p.join_leave) {
+                    " (and join_leave)"
+                } else {
+                    ""
+                };
                 let message = format!(
-                    "backend {} ({}) keeps no presence; remove presence or use another backend",
+                    "backend {} ({}) keeps no presence; remove presence{extra} or use another backend",
                     backends[backend].name,
                     backends[backend].kind.name()
                 );
-                return self.err(span, &key("presence"), message);
+                let at = r.presence.as_ref().map_or(span.clone(), |v| v.span());
+                return self.err(at, &key("presence"), message);
             }
             compiled.push(Route {
                 index,

@@ -18,6 +18,7 @@ use std::time::Duration;
 pub use error::{ConfigError, Located};
 pub use origins::{AllowedOrigins, OriginPattern};
 use raw::{RawConfig, RawRoute};
+pub use switchyard_backend::{Credentials, TlsFiles};
 
 use crate::routing::{
     Collision, HistorySettings, Pattern, Permission, PresenceSettings, Route, Rules, Template,
@@ -145,22 +146,20 @@ pub enum BackendKind {
         url: String,
         subscriber_connections: Option<usize>,
         publisher_connections: Option<usize>,
-        tls: RedisTls,
+        tls: TlsFiles,
     },
     /// One subscriber connection per master; `publisher_connections` is per master too.
     RedisCluster {
         nodes: Vec<String>,
         publisher_connections: Option<usize>,
-        tls: RedisTls,
+        tls: TlsFiles,
     },
-}
-
-/// TLS files of a `rediss://` Redis backend; checked to exist at load.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RedisTls {
-    pub ca_file: Option<String>,
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
+    /// Core NATS, one server or a cluster; no history, no presence.
+    Nats {
+        servers: Vec<String>,
+        auth: Credentials,
+        tls: TlsFiles,
+    },
 }
 
 impl BackendKind {
@@ -169,16 +168,18 @@ impl BackendKind {
             BackendKind::Memory => "memory",
             BackendKind::Redis { .. } => "redis",
             BackendKind::RedisCluster { .. } => "redis-cluster",
+            BackendKind::Nats { .. } => "nats",
         }
     }
 
-    /// Whether backends of this kind keep history (routes with `history_size` need it). Every
-    /// kind does; a new kind that does not makes `check` refuse such routes by name.
+    /// Whether backends of this kind keep history (routes with `history_size` need it); `check`
+    /// refuses such routes on a kind that does not, naming the key and the backend.
     pub fn has_history(&self) -> bool {
         match self {
             BackendKind::Memory | BackendKind::Redis { .. } | BackendKind::RedisCluster { .. } => {
                 true
             }
+            BackendKind::Nats { .. } => false,
         }
     }
 }
@@ -190,6 +191,7 @@ impl BackendKind {
             BackendKind::Memory | BackendKind::Redis { .. } | BackendKind::RedisCluster { .. } => {
                 true
             }
+            BackendKind::Nats { .. } => false,
         }
     }
 }
@@ -307,6 +309,9 @@ pub const MAX_PRESENCE_TTL_S: u64 = 86_400;
 
 /// The smallest `server.max_header_bytes`: hyper's minimum read buffer.
 pub const MIN_HEADER_BYTES: usize = 8192;
+
+#[cfg(test)]
+mod tests_nats;
 
 #[cfg(test)]
 mod tests {
@@ -488,7 +493,9 @@ mod tests {
         let ok = format!("{head}url = \"rediss://h:6380\"\ntls_ca_file = \"{ca}\"\n");
         let c = Config::parse("t.toml", &ok).expect("valid");
         match &c.backends[0].kind {
-            BackendKind::Redis { tls, .. } => assert_eq!(tls.ca_file.as_deref(), Some(ca.as_str())),
+            BackendKind::Redis { tls, .. } => {
+                assert_eq!(tls.ca_file.as_deref(), Some(Path::new(&ca)))
+            }
             other => panic!("{other:?}"),
         }
         let missing =

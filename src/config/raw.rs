@@ -85,6 +85,11 @@ pub(super) struct RawBackend {
     pub tls_ca_file: Option<Spanned<String>>,
     pub tls_cert_file: Option<Spanned<String>>,
     pub tls_key_file: Option<Spanned<String>>,
+    /// NATS only: seed server URLs, and credentials.
+    pub servers: Option<Spanned<Vec<String>>>,
+    pub token: Option<Spanned<String>>,
+    pub user: Option<Spanned<String>>,
+    pub password: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

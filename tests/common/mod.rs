@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cross_node;
 mod http_client;
 pub mod positions;
 pub mod presence;

@@ -12,7 +12,8 @@
 //! - Messages from one publisher to one channel arrive in publish order.
 //! - `publish` answers [`BackendError::Unavailable`] when it cannot hand the message on; it never
 //!   reports success for a message it dropped. On success it says how many subscribed nodes the
-//!   message reached.
+//!   message reached, or, for a backend whose [`Backend::counts_nodes`] is false, 0 for none
+//!   and 1 for some.
 //! - The subscription set belongs to the backend: after a reconnect it re-applies it by itself.
 
 use std::sync::Arc;
@@ -27,9 +28,13 @@ pub mod backoff;
 pub mod conformance;
 pub mod history;
 pub mod presence;
+mod reach;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use history::{Page, Position, Retention, Stored};
 pub use presence::{Changes, Member, Roster};
+pub use reach::{Credentials, TlsFiles};
 
 /// One message as a backend delivers it to the hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +105,14 @@ pub trait Backend: Send + Sync + 'static {
     /// subscribed nodes it reached (Redis's receiver count), so a caller can tell "nobody
     /// listens" (0) from "delivered".
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<u64, BackendError>;
+
+    /// Whether `publish`'s count is the number of nodes reached. Backends that can only tell
+    /// "no node" from "some" (core NATS has no receiver count) answer false and publish answers
+    /// 0 or 1. The hub only needs that much: `send` asks whether the target node's inbox has a
+    /// subscriber.
+    fn counts_nodes(&self) -> bool {
+        true
+    }
 
     /// Starts delivering `channel`'s messages to [`Backend::take_incoming`]'s stream.
     async fn subscribe(&self, channel: &str) -> Result<(), BackendError>;

@@ -50,8 +50,8 @@ use std::time::Duration;
 pub use cluster::RedisClusterBackend;
 pub use options::{ConnectionOptions, RedisClusterOptions, RedisOptions};
 pub use standalone::RedisBackend;
+pub use switchyard_backend::TlsFiles;
 use switchyard_backend::{Backend, BackendError};
-pub use tls::TlsFiles;
 
 /// Polls `ready()` until it succeeds or `within` has passed (then returns its last error).
 pub async fn wait_ready(backend: &dyn Backend, within: Duration) -> Result<(), BackendError> {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
-use switchyard_backend::{BackendError, Incoming};
+use switchyard_backend::{BackendError, Incoming, TlsFiles};
 
-use crate::tls::{Tls, TlsFiles};
+use crate::tls::Tls;
 
 /// Connection behaviour shared by both Redis backends.
 #[derive(Debug, Clone)]

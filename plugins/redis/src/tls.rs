@@ -2,32 +2,14 @@
 //! the publishers (redis-rs, given PEM bytes) and the hand-driven subscribers (tokio-rustls,
 //! given a ready `ClientConfig`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use redis::{ClientTlsConfig, TlsCertificates};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
-use switchyard_backend::BackendError;
-
-/// Files configuring TLS to Redis; all optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TlsFiles {
-    /// PEM CA certificate(s) to trust *instead of* the system roots (a private CA, as Redis
-    /// deployments usually have). Without it the system roots are used.
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate chain, for servers with `tls-auth-clients yes`; needs `key_file`.
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key of `cert_file`.
-    pub key_file: Option<PathBuf>,
-}
-
-impl TlsFiles {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ca_file.is_none() && self.cert_file.is_none() && self.key_file.is_none()
-    }
-}
+use switchyard_backend::{BackendError, TlsFiles};
 
 /// Loaded and validated TLS material.
 pub(crate) struct Tls {

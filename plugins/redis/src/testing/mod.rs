@@ -7,13 +7,14 @@
 //! The helpers are synchronous (they block); call them from a multi-threaded tokio runtime
 //! (`#[tokio::test(flavor = "multi_thread")]`) so the backends' tasks keep running meanwhile.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::Value;
+use switchyard_backend::testing::{self, require_binary, ServerProcess};
+pub use switchyard_backend::testing::{wait_until, READY_TIMEOUT};
 use tempfile::TempDir;
 
 use crate::slot::key_slot;
@@ -33,31 +34,21 @@ enum Transport {
     Unix,
 }
 
-/// How long any readiness wait may take before the harness panics.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Cluster node timeout of test clusters: short, so a killed master fails over in ~2 s.
 pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 1000;
 
 fn require_redis_server() {
-    match Command::new("redis-server").arg("--version").output() {
-        Ok(out) if out.status.success() => {}
-        _ => panic!(
-            "redis-server is not on PATH: these tests need a real Redis \
-             (install it, e.g. `apt-get install redis-server`)"
-        ),
-    }
+    require_binary(&["redis-server"], "install it, e.g. `apt-get install redis-server`");
 }
 
 /// A port that is free, and (for cluster nodes) whose cluster bus port `port + 10000` is too.
 fn free_port(cluster: bool) -> u16 {
     for _ in 0..200 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let port = listener.local_addr().expect("local addr").port();
+        let port = testing::free_port();
         if !cluster {
             return port;
         }
-        if port < 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+        if port < 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
             return port;
         }
     }
@@ -69,7 +60,7 @@ pub struct RedisServer {
     port: u16,
     cluster: bool,
     dir: TempDir,
-    child: Option<Child>,
+    process: ServerProcess,
     transport: Transport,
 }
 
@@ -96,8 +87,13 @@ impl RedisServer {
             .prefix("switchyard-redis-test")
             .tempdir()
             .expect("create a temp dir for redis-server");
-        let mut server =
-            RedisServer { port: free_port(cluster), cluster, dir, child: None, transport };
+        let mut server = RedisServer {
+            port: free_port(cluster),
+            cluster,
+            dir,
+            process: ServerProcess::default(),
+            transport,
+        };
         server.spawn();
         server
     }
@@ -121,9 +117,7 @@ impl RedisServer {
                 // Replicas may fail over however stale they are: tests kill masters at will.
                 .args(["--cluster-replica-validity-factor", "0"]);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        let child = cmd.spawn().expect("spawn redis-server");
-        self.child = Some(child);
+        self.process.start(&mut cmd);
         self.wait_ping();
     }
 
@@ -160,14 +154,12 @@ impl RedisServer {
     fn wait_ping(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "redis-server on port {} exited with {status} during start; log:\n{}",
-                        self.port,
-                        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-                    );
-                }
+            if let Some(status) = self.process.exited() {
+                panic!(
+                    "redis-server on port {} exited with {status} during start; log:\n{}",
+                    self.port,
+                    std::fs::read_to_string(self.log_path()).unwrap_or_default()
+                );
             }
             if self.try_query(&mut redis::cmd("PING")).is_ok() {
                 return;
@@ -197,12 +189,12 @@ impl RedisServer {
 
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_started()
     }
 
     /// The process id, while it runs (for signals such as SIGSTOP).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// SIGSTOPs the server: its sockets stay open but it answers nothing, like a frozen or
@@ -246,10 +238,7 @@ impl RedisServer {
 
     /// Kills the process (SIGKILL: no goodbye to clients or to the cluster) and waits for it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Starts the server again on the same port (and, in a cluster, with the same node id and
@@ -541,14 +530,5 @@ impl RedisCluster {
                 .filter(|n| n.is_running())
                 .all(|n| n.slot_owner(slot) == Some(target.port()))
         });
-    }
-}
-
-/// Polls `ready` every 20 ms until it is true; panics naming `what` after [`READY_TIMEOUT`].
-pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out after {READY_TIMEOUT:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
