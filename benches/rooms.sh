@@ -12,7 +12,8 @@
 #   benches/rooms.sh                                  (from the repository root)
 #   DURATION=3 RUNS=1 RATES=5000 benches/rooms.sh     (a quick try)
 #   SWITCHYARD_BIN=path/to/switchyard CARGO_BUILD_JOBS=1 benches/rooms.sh
-#   TARGETS=redis benches/rooms.sh                    (only the two-node Redis rows)
+#   TARGETS=redis BATCH_DELAY_MS=0 benches/rooms.sh   (only the two-node Redis rows, with the
+#                                                      Redis backend's batch_delay_ms set)
 # Needs nats-server (NATS_SERVER, default: the one on PATH or /usr/sbin) and redis-server.
 # Per-connection limits: each user publishes rate/5,000 msg/s (4/s at 20,000) and subscribes to
 # two channels, far inside switchyard's defaults (limits.publish_rate 1000/s, subscribe_burst
@@ -109,7 +110,8 @@ pids+=($!)
 redis_pid=$!
 until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
 backend="kind = \"redis\"
-url = \"redis://127.0.0.1:$redis_port\""
+url = \"redis://127.0.0.1:$redis_port\"${BATCH_DELAY_MS:+
+batch_delay_ms = $BATCH_DELAY_MS}"
 two=()
 urls=()
 for n in a b; do

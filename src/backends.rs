@@ -14,7 +14,13 @@ pub(crate) async fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, Ba
         #[cfg(feature = "memory")]
         BackendKind::Memory => Ok(Arc::new(switchyard_memory::MemoryBackend::new())),
         #[cfg(feature = "redis")]
-        BackendKind::Redis { url, subscriber_connections, publisher_connections, tls } => {
+        BackendKind::Redis {
+            url,
+            subscriber_connections,
+            publisher_connections,
+            batch_delay,
+            tls,
+        } => {
             let mut options =
                 switchyard_redis::RedisOptions { url: url.clone(), ..Default::default() };
             options.connection.tls = tls.clone();
@@ -24,10 +30,13 @@ pub(crate) async fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, Ba
             if let Some(n) = publisher_connections {
                 options.publisher_connections = *n;
             }
+            if let Some(d) = batch_delay {
+                options.connection.batch_delay = *d;
+            }
             Ok(Arc::new(switchyard_redis::RedisBackend::connect(options)?))
         }
         #[cfg(feature = "redis")]
-        BackendKind::RedisCluster { nodes, publisher_connections, tls } => {
+        BackendKind::RedisCluster { nodes, publisher_connections, batch_delay, tls } => {
             let mut options = switchyard_redis::RedisClusterOptions {
                 nodes: nodes.clone(),
                 ..Default::default()
@@ -35,6 +44,9 @@ pub(crate) async fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, Ba
             options.connection.tls = tls.clone();
             if let Some(n) = publisher_connections {
                 options.publisher_connections_per_master = *n;
+            }
+            if let Some(d) = batch_delay {
+                options.connection.batch_delay = *d;
             }
             Ok(Arc::new(switchyard_redis::RedisClusterBackend::connect(options)?))
         }

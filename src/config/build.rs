@@ -12,6 +12,9 @@ use super::raw::{self, RawBackend, RawConfig};
 use super::units::{Amount, Bytes, Count, Millis};
 use super::*;
 
+/// Largest `batch_delay_ms` of a Redis backend.
+const MAX_BATCH_DELAY_MS: u64 = 50;
+
 pub(super) struct Builder<'a> {
     pub(super) file: &'a str,
     pub(super) text: &'a str,
@@ -270,6 +273,7 @@ impl Builder<'_> {
         };
         let subscriber_connections = count(&b.subscriber_connections, "subscriber_connections")?;
         let publisher_connections = count(&b.publisher_connections, "publisher_connections")?;
+        let batch_delay = self.batch_delay(&key, &b.batch_delay_ms)?;
         if b.kind.get_ref() != "nats" {
             self.no_nats_keys(&key, &b)?;
         }
@@ -279,12 +283,18 @@ impl Builder<'_> {
             "redis" => {
                 let url = self.redis_url(&key, &b, span)?;
                 let tls = self.redis_tls(&key, &b, std::slice::from_ref(&url))?;
-                BackendKind::Redis { url, subscriber_connections, publisher_connections, tls }
+                BackendKind::Redis {
+                    url,
+                    subscriber_connections,
+                    publisher_connections,
+                    batch_delay,
+                    tls,
+                }
             }
             "redis-cluster" => {
                 let nodes = self.cluster_nodes(&key, &b, span)?;
                 let tls = self.redis_tls(&key, &b, &nodes)?;
-                BackendKind::RedisCluster { nodes, publisher_connections, tls }
+                BackendKind::RedisCluster { nodes, publisher_connections, batch_delay, tls }
             }
             other => {
                 return self.err(
@@ -297,6 +307,24 @@ impl Builder<'_> {
         Ok(BackendConfig { name: Arc::from(name), kind })
     }
 
+    /// `batch_delay_ms` of a Redis backend: 0 (batches gather only during a round trip) up to
+    /// [`MAX_BATCH_DELAY_MS`]; longer would hold publishes for a time clients notice.
+    fn batch_delay(
+        &self,
+        key: &str,
+        v: &Option<Spanned<Millis>>,
+    ) -> Result<Option<Duration>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some(s) if s.get_ref().get() > MAX_BATCH_DELAY_MS => self.err(
+                s.span(),
+                &format!("{key}.batch_delay_ms"),
+                format!("must be at most {MAX_BATCH_DELAY_MS}"),
+            ),
+            Some(s) => Ok(Some(Duration::from_millis(s.get_ref().get()))),
+        }
+    }
+
     /// The memory backend takes no address or TLS keys.
     fn memory_backend(&self, key: &str, b: &RawBackend) -> Result<BackendKind, ConfigError> {
         let extra = [
@@ -305,9 +333,10 @@ impl Builder<'_> {
             b.tls_ca_file.as_ref().map(|v| (v.span(), "tls_ca_file")),
             b.tls_cert_file.as_ref().map(|v| (v.span(), "tls_cert_file")),
             b.tls_key_file.as_ref().map(|v| (v.span(), "tls_key_file")),
+            b.batch_delay_ms.as_ref().map(|v| (v.span(), "batch_delay_ms")),
         ];
         if let Some((span, k)) = extra.into_iter().flatten().next() {
-            let message = "the memory backend takes no address".into();
+            let message = "the memory backend takes no address or connection settings".into();
             return self.err(span, &format!("{key}.{k}"), message);
         }
         Ok(BackendKind::Memory)
@@ -346,6 +375,9 @@ impl Builder<'_> {
             }),
             b.publisher_connections.as_ref().map(|v| {
                 (v.span(), "publisher_connections", "a NATS backend keeps one connection")
+            }),
+            b.batch_delay_ms.as_ref().map(|v| {
+                (v.span(), "batch_delay_ms", "async-nats batches the writes of its one connection")
             }),
         ];
         if let Some((span, k, why)) = redis_only.into_iter().flatten().next() {

@@ -146,12 +146,14 @@ pub enum BackendKind {
         url: String,
         subscriber_connections: Option<usize>,
         publisher_connections: Option<usize>,
+        batch_delay: Option<Duration>,
         tls: TlsFiles,
     },
     /// One subscriber connection per master; `publisher_connections` is per master too.
     RedisCluster {
         nodes: Vec<String>,
         publisher_connections: Option<usize>,
+        batch_delay: Option<Duration>,
         tls: TlsFiles,
     },
     /// Core NATS, one server or a cluster; no history, no presence.
@@ -509,6 +511,27 @@ mod tests {
         assert!(located(&plain).message.contains("rediss://"));
         let memory = format!("[backends.m]\nkind = \"memory\"\ntls_ca_file = \"{ca}\"\n");
         assert_eq!(located(&memory).key, "backends.m.tls_ca_file");
+    }
+
+    #[test]
+    fn batch_delay_is_bounded_and_redis_only() {
+        let head = "[backends.r]\nkind = \"redis-cluster\"\nnodes = [\"redis://h:7000\"]\n";
+        let delay =
+            |text: &str| match Config::parse("t.toml", text).expect("valid").backends[0].kind {
+                BackendKind::RedisCluster { batch_delay, .. } => batch_delay,
+                ref other => panic!("{other:?}"),
+            };
+        assert_eq!(delay(head), None, "the backend's default");
+        assert_eq!(delay(&format!("{head}batch_delay_ms = 0\n")), Some(Duration::ZERO));
+        assert_eq!(delay(&format!("{head}batch_delay_ms = 50\n")), Some(Duration::from_millis(50)));
+        let l = located(&format!("{head}batch_delay_ms = 51\n"));
+        assert_eq!((l.line, l.key.as_str()), (4, "backends.r.batch_delay_ms"));
+        assert!(l.message.contains("at most 50"), "{}", l.message);
+        let memory = "[backends.m]\nkind = \"memory\"\nbatch_delay_ms = 2\n";
+        assert_eq!(located(memory).key, "backends.m.batch_delay_ms");
+        let nats =
+            "[backends.n]\nkind = \"nats\"\nservers = [\"nats://h:4222\"]\nbatch_delay_ms = 2\n";
+        assert_eq!(located(nats).key, "backends.n.batch_delay_ms");
     }
 
     #[test]

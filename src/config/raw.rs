@@ -82,6 +82,7 @@ pub(super) struct RawBackend {
     pub nodes: Option<Spanned<Vec<String>>>,
     pub subscriber_connections: Option<Spanned<Count>>,
     pub publisher_connections: Option<Spanned<Count>>,
+    pub batch_delay_ms: Option<Spanned<Millis>>,
     pub tls_ca_file: Option<Spanned<String>>,
     pub tls_cert_file: Option<Spanned<String>>,
     pub tls_key_file: Option<Spanned<String>>,

@@ -27,11 +27,19 @@ pub struct ConnectionOptions {
     /// traffic. A subscriber connection to which Redis has owed a reply for two intervals (any
     /// frame counts as an answer; time blocked on a slow hub does not count) is reconnected.
     pub ping_interval: Duration,
+    /// How long after the previous batch a busy publisher connection (its previous batch
+    /// carried more than one command) sends the next, so that more commands share one write
+    /// and Redis reads once for all of them. A connection that is not busy sends at once.
+    /// Zero: batches only gather during the round trip of the previous one.
+    pub batch_delay: Duration,
     /// Capacity of the incoming stream handed to the hub (see [`Incoming::DEFAULT_CAPACITY`]).
     pub incoming_capacity: usize,
     /// CA and client certificate for `rediss://` URLs; only allowed with them.
     pub tls: TlsFiles,
 }
+
+/// The default of [`ConnectionOptions::batch_delay`], in milliseconds.
+pub const DEFAULT_BATCH_DELAY_MS: u64 = 4;
 
 impl Default for ConnectionOptions {
     fn default() -> Self {
@@ -41,6 +49,7 @@ impl Default for ConnectionOptions {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             ping_interval: Duration::from_secs(5),
+            batch_delay: Duration::from_millis(DEFAULT_BATCH_DELAY_MS),
             incoming_capacity: Incoming::DEFAULT_CAPACITY,
             tls: TlsFiles::default(),
         }
@@ -54,12 +63,17 @@ pub struct RedisOptions {
     /// [`ConnectionOptions::tls`] for a private CA or a client certificate), or
     /// `unix:///path/to/redis.sock` (also `redis+unix://`) for a unix socket.
     pub url: String,
-    /// Subscriber connections; each channel lives on one of them, chosen by a hash of its name,
-    /// so one huge subscription set does not sit behind a single socket.
+    /// Subscriber connections; each channel lives on one of them, chosen by a hash of its name.
+    /// One by default: Redis then writes the messages of many channels to a node in one
+    /// system call (measured on the rooms shape: 0.22 Redis writes per publish with one
+    /// connection per node, 0.56 with four). More spread a huge subscription set's re-subscribe
+    /// after a reconnect over several sockets.
     pub subscriber_connections: usize,
     /// Publisher connections. Each is multiplexed: concurrent publishes are pipelined on it
     /// without waiting for each other's replies. A channel always uses the same one, which keeps
     /// one publisher's messages to one channel in order even when it does not await each reply.
+    /// One by default, so batches (see [`ConnectionOptions::batch_delay`]) gather all of a
+    /// node's commands; a second connection halves every batch.
     pub publisher_connections: usize,
     /// Timeouts, reconnect backoff and buffer sizes.
     pub connection: ConnectionOptions,
@@ -69,8 +83,8 @@ impl Default for RedisOptions {
     fn default() -> Self {
         RedisOptions {
             url: "redis://127.0.0.1:6379".into(),
-            subscriber_connections: 4,
-            publisher_connections: 2,
+            subscriber_connections: 1,
+            publisher_connections: 1,
             connection: ConnectionOptions::default(),
         }
     }

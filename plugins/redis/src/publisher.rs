@@ -4,7 +4,8 @@
 //! Why not a deadpool-redis checkout per publish: a checkout costs a round trip of its own on
 //! recycle (and on Redis Cluster a PING to every master), while one multiplexed connection
 //! pipelines any number of concurrent publishes on one socket. So each publisher is a
-//! long-lived connection that many tasks use at once; when it breaks, publishes answer
+//! long-lived connection that many tasks use at once, with commands gathered into batches
+//! while the previous batch is answered (`batch`); when it breaks, publishes answer
 //! `Unavailable` at once (never a hang) and the task reconnects with backoff.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,13 +21,15 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::Batcher;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::options::{ConnectionOptions, Endpoint};
 
 struct Live {
     generation: u64,
-    conn: MultiplexedConnection,
+    /// The multiplexed connection, behind automatic pipelining (see `batch`).
+    conn: Batcher,
     /// Commands sent on this connection and not answered yet (publishes and pings).
     in_flight: AtomicUsize,
     /// Whether Redis has owed this connection an answer for too long (see `health`).
@@ -34,23 +37,27 @@ struct Live {
 }
 
 impl Live {
-    fn new(generation: u64, conn: MultiplexedConnection) -> Live {
+    fn new(generation: u64, conn: MultiplexedConnection, linger: Duration) -> Live {
         let health = Health::default();
         health.set_connected(true);
-        Live { generation, conn, in_flight: AtomicUsize::new(0), health }
+        Live {
+            generation,
+            conn: Batcher::spawn(conn, linger),
+            in_flight: AtomicUsize::new(0),
+            health,
+        }
     }
 
     /// Sends one command, waiting for the reply until `deadline`; `None` if Redis did not
     /// answer by then. Keeps the health clock: it runs while any command is unanswered.
     async fn call(&self, cmd: &Cmd, deadline: Instant) -> Option<Result<Value, RedisError>> {
-        let mut conn = self.conn.clone();
         if self.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
             self.health.sent();
         }
-        // `send_packed_command` hands a Redis error reply back as `Ok(Value::ServerError)`;
+        // The batcher hands a Redis error reply back as `Ok(Value::ServerError)`;
         // turned into `Err` here so that MOVED, NOSCRIPT, CLUSTERDOWN … reach `classify`
         // instead of looking like an odd successful reply.
-        let result = tokio::time::timeout_at(deadline, conn.send_packed_command(cmd))
+        let result = tokio::time::timeout_at(deadline, self.conn.call(cmd))
             .await
             .ok()
             .map(|r| r.and_then(Value::extract_error));
@@ -268,7 +275,7 @@ async fn reconnect_loop(
                 attempts.connected(&p);
                 backoff.reset();
                 let generation = p.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                p.live.store(Some(Arc::new(Live::new(generation, conn))));
+                p.live.store(Some(Arc::new(Live::new(generation, conn, p.options.batch_delay))));
             }
             Err(e) => {
                 attempts.failed(&p, &e);

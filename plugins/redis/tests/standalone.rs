@@ -41,6 +41,52 @@ async fn redis_backend_passes_the_conformance_suite() {
     .await;
 }
 
+/// Publishes from several callers that overlap leave in shared batches, so Redis reads them in
+/// far fewer reads than there are publishes; one caller publishing message after message (each
+/// after the last one's answer) is never held back by the batch delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_publishes_share_reads_and_a_lone_publisher_is_not_held_back() {
+    let server = RedisServer::start();
+    let mut o = options(server.url());
+    o.connection.batch_delay = Duration::from_millis(20);
+    let b = RedisBackend::connect(o).expect("connect");
+    wait_ready(&b, Duration::from_secs(10)).await.expect("ready");
+    let b = Arc::new(b);
+    let channel = unique("batched");
+
+    // 10 callers, each publishing every 2 ms for 100 ms: alone, nearly every publish would be
+    // one read; batched every 20 ms, a few dozen reads at most carry all of them.
+    let before = server.reads_processed();
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..10 {
+        let (b, channel) = (b.clone(), channel.clone());
+        callers.spawn(async move {
+            for n in 0..50 {
+                let payload = Bytes::from(format!("{caller}:{n}"));
+                b.publish(&channel, payload).await.expect("publish");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+    while let Some(done) = callers.join_next().await {
+        done.expect("caller");
+    }
+    let reads = server.reads_processed() - before;
+    assert!(reads <= 100, "500 overlapping publishes took {reads} Redis reads");
+
+    // Let the connection go idle, then publish one after another: each leaves at once.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    for n in 0..20 {
+        b.publish(&channel, Bytes::from(format!("lone:{n}"))).await.expect("publish");
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(400),
+        "20 publishes one after another took {took:?}: held back by the 20 ms batch delay"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_redis_subscription_per_channel_per_instance() {
     let server = RedisServer::start();

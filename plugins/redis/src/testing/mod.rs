@@ -272,6 +272,19 @@ impl RedisServer {
             .expect("CLUSTER MYID is a string")
     }
 
+    /// `total_reads_processed` from `INFO stats`: how many reads Redis made from its clients'
+    /// sockets (this query's own included).
+    pub fn reads_processed(&self) -> u64 {
+        let stats = self.info("stats");
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("total_reads_processed:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!("INFO stats on port {} has no total_reads_processed", self.port)
+            })
+    }
+
     fn info(&self, section: &str) -> String {
         self.try_query(
             redis::cmd(if self.cluster && section == "cluster" { "CLUSTER" } else { "INFO" })
