@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 old=$1 new=$2
 cargo build --release --bin switchyard-load >/dev/null
-load=target/release/switchyard-load
+load=${CARGO_TARGET_DIR:-target}/release/switchyard-load
 out=$(mktemp -d)
 for round in 1 2 3; do
     for which in old new; do

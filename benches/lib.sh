@@ -22,7 +22,14 @@ trap cleanup EXIT
 serve() { # config-file (empty: the built-in default) port
     "$switchyard" serve ${1:+--config "$1"} >"$out/broker-$2.log" 2>&1 &
     pids+=($!)
-    until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do sleep 0.1; done
+    until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do
+        if ! kill -0 "${pids[-1]}" 2>/dev/null; then
+            echo "the broker on port $2 exited:" >&2
+            cat "$out/broker-$2.log" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
 }
 
 cluster_node_config() { # node-letter port [extra-line] > file: config/redis-cluster.toml for this node
