@@ -6,7 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::cross_node::{self, cross_node_publish_and_send, delivery_resumes, toml_list};
+use common::cross_node::{
+    self, cross_node_publish_and_send, delivery_resumes, one_subscription_per_channel_per_node,
+    toml_list,
+};
 use common::{eventually, TestBroker};
 use serde_json::json;
 use switchyard_redis::testing::{RedisCluster, RedisServer};
@@ -63,26 +66,7 @@ async fn cluster_two_nodes_publish_and_send_across() {
 async fn one_redis_subscription_per_channel_per_node() {
     let redis = RedisServer::start();
     let (a, b) = two_nodes("redis", &[redis.url()]).await;
-    let mut clients_a = Vec::new();
-    let mut clients_b = Vec::new();
-    for _ in 0..5 {
-        let mut c = a.connect("channel=room.7").await;
-        c.subscribe("room.7").await;
-        clients_a.push(c);
-        clients_b.push(b.connect("channel=room.7").await);
-    }
-    assert_eq!(redis.numsub("im:room:7"), 2, "one subscription per node");
-    for c in clients_a.drain(..) {
-        c.close().await;
-    }
-    eventually("node a dropped its subscription", || async { redis.numsub("im:room:7") == 1 })
-        .await;
-    // Node b's clients still receive.
-    let mut publisher = a.connect("").await;
-    publisher.publish("room.7", json!("still")).await;
-    for c in &mut clients_b {
-        assert_eq!(c.recv().await["data"], "still");
-    }
+    one_subscription_per_channel_per_node(&a, &b, || redis.numsub("im:room:7") as usize).await;
     a.shutdown().await;
     b.shutdown().await;
 }

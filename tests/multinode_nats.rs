@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::cross_node::{self, cross_node_publish_and_send, delivery_resumes, toml_list};
+use common::cross_node::{
+    self, cross_node_publish_and_send, delivery_resumes, one_subscription_per_channel_per_node,
+    toml_list,
+};
 use common::{eventually, TestBroker};
 use serde_json::json;
 use switchyard_nats::subject::to_subject;
@@ -37,25 +40,7 @@ async fn one_nats_subscription_per_channel_per_node() {
     let cluster = tokio::task::block_in_place(|| NatsCluster::start(3));
     let (a, b) = two_nodes(&cluster.urls()).await;
     let subject = to_subject("im:room:7");
-    let mut clients_a = Vec::new();
-    let mut clients_b = Vec::new();
-    for _ in 0..5 {
-        clients_a.push(a.connect("channel=room.7").await);
-        clients_b.push(b.connect("channel=room.7").await);
-    }
-    assert_eq!(cluster.subscriptions(&subject), 2, "one subscription per node");
-    for c in clients_a.drain(..) {
-        c.close().await;
-    }
-    eventually("node a dropped its subscription", || async {
-        cluster.subscriptions(&subject) == 1
-    })
-    .await;
-    let mut publisher = a.connect("").await;
-    publisher.publish("room.7", json!("still")).await;
-    for c in &mut clients_b {
-        assert_eq!(c.recv().await["data"], "still");
-    }
+    one_subscription_per_channel_per_node(&a, &b, || cluster.subscriptions(&subject)).await;
     a.shutdown().await;
     b.shutdown().await;
 }

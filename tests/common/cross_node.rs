@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{Client, TestBroker};
+use super::{eventually, Client, TestBroker};
 
 /// A node config whose only backend is described by `backend` (the lines after `kind = ...`
 /// included), with a room route and a catch-all route, both open to anyone.
@@ -108,5 +108,33 @@ pub async fn cross_node_publish_and_send(a: &TestBroker, b: &TestBroker) {
     }
     for i in 0..200 {
         assert_eq!(on_b.recv().await["data"], i, "cross-node order");
+    }
+}
+
+/// Five clients on each node hold `room.7` (the first node's clients subscribe twice): the
+/// backend carries one subscription per node, as `subscriptions()` counts them, one once node
+/// a's clients have left, and node b's clients still receive.
+pub async fn one_subscription_per_channel_per_node(
+    a: &TestBroker,
+    b: &TestBroker,
+    subscriptions: impl Fn() -> usize,
+) {
+    let mut clients_a = Vec::new();
+    let mut clients_b = Vec::new();
+    for _ in 0..5 {
+        let mut c = a.connect("channel=room.7").await;
+        c.subscribe("room.7").await;
+        clients_a.push(c);
+        clients_b.push(b.connect("channel=room.7").await);
+    }
+    assert_eq!(subscriptions(), 2, "one subscription per node");
+    for c in clients_a.drain(..) {
+        c.close().await;
+    }
+    eventually("node a dropped its subscription", || async { subscriptions() == 1 }).await;
+    let mut publisher = a.connect("").await;
+    publisher.publish("room.7", json!("still")).await;
+    for c in &mut clients_b {
+        assert_eq!(c.recv().await["data"], "still");
     }
 }

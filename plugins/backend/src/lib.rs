@@ -192,3 +192,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Closes connections and stops background tasks; the incoming stream ends afterwards.
     async fn shutdown(&self) {}
 }
+
+/// Polls `ready()` until it succeeds or `within` has passed (then returns its last error).
+pub async fn wait_ready(backend: &dyn Backend, within: Duration) -> Result<(), BackendError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match backend.ready().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}

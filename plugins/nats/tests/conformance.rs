@@ -2,20 +2,8 @@
 //! and a 3-server cluster with the two backend instances on different members (so every
 //! check also crosses a route).
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use switchyard_backend::conformance::{self, Pair};
-use switchyard_nats::testing::{NatsCluster, NatsServer};
-use switchyard_nats::{NatsBackend, NatsOptions};
-
-async fn backend(servers: Vec<String>) -> Arc<NatsBackend> {
-    let options = NatsOptions { servers, keep_server_order: true, ..Default::default() };
-    let backend = NatsBackend::connect_and_wait(options, Duration::from_secs(10))
-        .await
-        .expect("nats backend connects");
-    Arc::new(backend)
-}
+use switchyard_nats::testing::{backend, NatsCluster, NatsServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_on_one_server() {

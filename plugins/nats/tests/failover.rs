@@ -1,23 +1,14 @@
 //! Reconnects: the backend moves to another member when its server dies, async-nats restores
 //! the subscriptions (one each), and a standalone server's restart heals by itself.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use switchyard_backend::conformance::{next, unique};
 use switchyard_backend::{Backend, BackendError};
 use switchyard_nats::subject::to_subject;
-use switchyard_nats::testing::{NatsCluster, NatsServer};
-use switchyard_nats::{wait_ready, NatsBackend, NatsOptions};
-
-async fn backend(servers: Vec<String>) -> Arc<NatsBackend> {
-    let options = NatsOptions { servers, keep_server_order: true, ..Default::default() };
-    let backend = NatsBackend::connect_and_wait(options, Duration::from_secs(10))
-        .await
-        .expect("nats backend connects");
-    Arc::new(backend)
-}
+use switchyard_nats::testing::{backend, NatsCluster, NatsServer};
+use switchyard_nats::wait_ready;
 
 /// Publishes from `publisher` until `channel`'s next message arrives on `incoming`.
 async fn arrives(publisher: &dyn Backend, incoming: &mut switchyard_backend::Incoming, ch: &str) {

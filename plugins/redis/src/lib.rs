@@ -46,22 +46,8 @@ mod topology;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use std::time::Duration;
-
 pub use cluster::RedisClusterBackend;
 pub use options::{ConnectionOptions, RedisClusterOptions, RedisOptions};
 pub use standalone::RedisBackend;
+pub use switchyard_backend::wait_ready;
 pub use switchyard_backend::TlsFiles;
-use switchyard_backend::{Backend, BackendError};
-
-/// Polls `ready()` until it succeeds or `within` has passed (then returns its last error).
-pub async fn wait_ready(backend: &dyn Backend, within: Duration) -> Result<(), BackendError> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match backend.ready().await {
-            Ok(()) => return Ok(()),
-            Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}

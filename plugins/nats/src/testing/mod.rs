@@ -318,3 +318,13 @@ impl NatsCluster {
         self.servers.iter().position(|s| s.port == port)
     }
 }
+
+/// A backend on `servers`, connected (panics after 10 s), trying them in the order given so
+/// that tests can put two backends on different members of a cluster.
+pub async fn backend(servers: Vec<String>) -> std::sync::Arc<crate::NatsBackend> {
+    let options = crate::NatsOptions { servers, keep_server_order: true, ..Default::default() };
+    let backend = crate::NatsBackend::connect_and_wait(options, Duration::from_secs(10))
+        .await
+        .expect("nats backend connects");
+    std::sync::Arc::new(backend)
+}
