@@ -258,9 +258,12 @@ impl Backend for RedisBackend {
 
     async fn ready(&self) -> Result<(), BackendError> {
         // Up means connected *and* Redis not owing an answer for longer than the command
-        // timeout, so a frozen Redis turns this false within that timeout.
+        // timeout, so a frozen Redis turns this false within that timeout. A subscriber
+        // connection also has to have its channels confirmed again (settled): until then
+        // `publish` answers `Unavailable`, and ready must not promise more than publish does.
         let limit = self.options.connection.command_timeout;
-        let subscribers = self.subscribers.iter().filter(|s| s.is_up(limit)).count();
+        let subscribers =
+            self.subscribers.iter().filter(|s| s.is_up(limit) && s.is_settled()).count();
         let publishers = self.publishers.iter().filter(|p| p.is_up()).count();
         if subscribers == self.subscribers.len() && publishers == self.publishers.len() {
             Ok(())
