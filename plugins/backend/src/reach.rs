@@ -2,7 +2,9 @@
 //! credentials. One definition for the config loader and every backend, so a key means the
 //! same thing on every `kind`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::BackendError;
 
 /// PEM files for TLS to the backend's servers; all optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,6 +22,21 @@ impl TlsFiles {
     /// No file given.
     pub fn is_empty(&self) -> bool {
         self.ca_file.is_none() && self.cert_file.is_none() && self.key_file.is_none()
+    }
+
+    /// The client certificate and its key when both are given, `None` when neither is, and
+    /// `Invalid` (naming `backend`) for half a pair, which can never work.
+    pub fn client_certificate(
+        &self,
+        backend: &str,
+    ) -> Result<Option<(&Path, &Path)>, BackendError> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            _ => Err(BackendError::Invalid(format!(
+                "{backend} TLS: a client certificate needs both cert and key files"
+            ))),
+        }
     }
 }
 
@@ -47,6 +64,33 @@ impl std::fmt::Debug for Credentials {
             Credentials::None => f.write_str("None"),
             Credentials::Token(_) => f.write_str("Token(..)"),
             Credentials::UserPassword { user, .. } => write!(f, "UserPassword({user:?}, ..)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_certificate_takes_both_files_or_neither() {
+        let none = TlsFiles::default();
+        assert_eq!(none.client_certificate("redis").map(|p| p.is_none()), Ok(true));
+        let both = TlsFiles {
+            cert_file: Some("c.pem".into()),
+            key_file: Some("k.pem".into()),
+            ..TlsFiles::default()
+        };
+        let pair = both.client_certificate("nats").expect("a whole pair");
+        assert_eq!(pair, Some((Path::new("c.pem"), Path::new("k.pem"))));
+        for half in [
+            TlsFiles { cert_file: Some("c.pem".into()), ..TlsFiles::default() },
+            TlsFiles { key_file: Some("k.pem".into()), ..TlsFiles::default() },
+        ] {
+            match half.client_certificate("redis") {
+                Err(BackendError::Invalid(m)) => assert!(m.starts_with("redis TLS"), "{m}"),
+                other => panic!("half a pair: {other:?}"),
+            }
         }
     }
 }

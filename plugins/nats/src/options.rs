@@ -92,14 +92,8 @@ impl NatsOptions {
         if let Some(ca) = &self.tls.ca_file {
             o = o.add_root_certificates(ca.clone());
         }
-        match (&self.tls.cert_file, &self.tls.key_file) {
-            (Some(cert), Some(key)) => o = o.add_client_certificate(cert.clone(), key.clone()),
-            (None, None) => {}
-            _ => {
-                return Err(BackendError::Invalid(
-                    "nats TLS needs both a client certificate and its key, or neither".into(),
-                ))
-            }
+        if let Some((cert, key)) = self.tls.client_certificate("nats")? {
+            o = o.add_client_certificate(cert.to_path_buf(), key.to_path_buf());
         }
         Ok(o)
     }

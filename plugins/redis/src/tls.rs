@@ -53,8 +53,8 @@ impl Tls {
             None => (system_roots(), None),
         };
         let builder = builder.with_root_certificates(roots);
-        let (config, client_tls) = match (&files.cert_file, &files.key_file) {
-            (Some(cert_path), Some(key_path)) => {
+        let (config, client_tls) = match files.client_certificate("redis")? {
+            Some((cert_path, key_path)) => {
                 let (cert_pem, key_pem) =
                     (read("cert file", cert_path)?, read("key file", key_path)?);
                 let chain = CertificateDer::pem_slice_iter(&cert_pem)
@@ -67,12 +67,7 @@ impl Tls {
                     .map_err(|e| invalid("cert and key", cert_path, e))?;
                 (config, Some(ClientTlsConfig { client_cert: cert_pem, client_key: key_pem }))
             }
-            (None, None) => (builder.with_no_client_auth(), None),
-            _ => {
-                return Err(BackendError::Invalid(
-                    "redis TLS: a client certificate needs both cert and key files".into(),
-                ))
-            }
+            None => (builder.with_no_client_auth(), None),
         };
         let certificates = (ca_pem.is_some() || client_tls.is_some())
             .then_some(TlsCertificates { client_tls, root_cert: ca_pem });
