@@ -283,13 +283,34 @@ fn every_scenario_across_two_nodes_on_a_redis_cluster() {
     );
     assert_eq!(r["lost"], 0, "{r:#}");
     assert_eq!(r["delivered"], 2000, "{r:#}");
-    // Rooms and personal channels span both nodes: every DM and room message crosses Redis.
+    // Rooms and personal channels span both nodes: every DM and room message crosses Redis,
+    // whose INFO counters (`--redis`, every master) say what the publishes cost it.
+    let masters: Vec<String> =
+        cluster.masters.iter().map(|m| format!("127.0.0.1:{}", m.port())).collect();
+    let masters = masters.join(",");
     let r = run_on(
         &[&a, &b],
-        &["rooms", "--connections", "40", "--room-size", "5", "--rate", "400", "--duration", "1"],
+        &[
+            "rooms",
+            "--connections",
+            "40",
+            "--room-size",
+            "5",
+            "--rate",
+            "400",
+            "--duration",
+            "1",
+            "--redis",
+            &masters,
+        ],
     );
     assert_eq!(r["lost"], 0, "{r:#}");
     assert!(r["delivered"].as_u64().expect("delivered") >= 400 * 3, "{r:#}");
+    let redis = &r["redis"];
+    assert!(redis["publishes"].as_u64().expect("publishes") >= 400, "{r:#}");
+    assert!(redis["reads"].as_u64().expect("reads") > 0, "{r:#}");
+    assert!(redis["writes"].as_u64().expect("writes") > 0, "{r:#}");
+    assert!(redis["reads_per_publish"].as_f64().is_some_and(|x| x > 0.0), "{r:#}");
     let r = run_on(&[&a, &b], &["connections", "--connections", "200", "--hold", "0.5"]);
     assert_eq!(r["held"], 200, "{r:#}");
 }
