@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::cross_node::{
     self, cross_node_publish_and_send, delivery_resumes, one_subscription_per_channel_per_node,
-    toml_list,
+    refused_while_down, subscriber_and_publisher, toml_list,
 };
 use common::{eventually, TestBroker};
 use serde_json::json;
@@ -91,23 +91,13 @@ async fn one_sharded_subscription_per_channel_per_node() {
 async fn standalone_delivery_resumes_after_client_kill_and_restart() {
     let mut redis = RedisServer::start();
     let (a, b) = two_nodes("redis", &[redis.url()]).await;
-    let mut sub = a.connect("channel=room.1").await;
-    let mut publisher = b.connect("").await;
-    publisher.publish("room.1", json!("before")).await;
-    assert_eq!(sub.recv().await["data"], "before");
+    let (mut sub, mut publisher) = subscriber_and_publisher(&a, &b).await;
 
     assert!(redis.kill_pubsub_clients() >= 2);
     delivery_resumes(&mut publisher, &mut sub, "room.1").await;
 
     tokio::task::block_in_place(|| redis.kill());
-    let addr = a.addr;
-    eventually("readyz fails while Redis is down", || async move {
-        common::http(addr, "GET", "/readyz", &[], "").await.0 == 503
-    })
-    .await;
-    publisher.error(json!({"op":"publish","channel":"room.1","data":"lost"}), "unavailable").await;
-    // A subscribe during the outage is refused, not silently accepted, and not left behind.
-    publisher.error(json!({"op":"subscribe","channel":"room.2"}), "unavailable").await;
+    refused_while_down(&a, &mut publisher).await;
     tokio::task::block_in_place(|| redis.restart());
     delivery_resumes(&mut publisher, &mut sub, "room.1").await;
     publisher.subscribe("room.2").await;

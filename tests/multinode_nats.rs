@@ -6,7 +6,7 @@ mod common;
 
 use common::cross_node::{
     self, cross_node_publish_and_send, delivery_resumes, one_subscription_per_channel_per_node,
-    toml_list,
+    refused_while_down, subscriber_and_publisher, toml_list,
 };
 use common::{eventually, TestBroker};
 use serde_json::json;
@@ -50,10 +50,7 @@ async fn cluster_delivery_resumes_after_the_nodes_server_is_killed() {
     let mut cluster = tokio::task::block_in_place(|| NatsCluster::start(3));
     let (a, b) = two_nodes(&cluster.urls()).await;
     let subject = to_subject("im:room:1");
-    let mut sub = a.connect("channel=room.1").await;
-    let mut publisher = b.connect("").await;
-    publisher.publish("room.1", json!("before")).await;
-    assert_eq!(sub.recv().await["data"], "before");
+    let (mut sub, mut publisher) = subscriber_and_publisher(&a, &b).await;
 
     // Only node a subscribes to room.1, so the member holding that subscription is a's.
     let a_server = (0..3)
@@ -83,19 +80,10 @@ async fn cluster_delivery_resumes_after_the_nodes_server_is_killed() {
 async fn standalone_delivery_resumes_after_restart() {
     let mut nats = tokio::task::block_in_place(NatsServer::start);
     let (a, b) = two_nodes(&[nats.url()]).await;
-    let mut sub = a.connect("channel=room.1").await;
-    let mut publisher = b.connect("").await;
-    publisher.publish("room.1", json!("before")).await;
-    assert_eq!(sub.recv().await["data"], "before");
+    let (mut sub, mut publisher) = subscriber_and_publisher(&a, &b).await;
 
     tokio::task::block_in_place(|| nats.kill());
-    let addr = a.addr;
-    eventually("readyz fails while NATS is down", || async move {
-        common::http(addr, "GET", "/readyz", &[], "").await.0 == 503
-    })
-    .await;
-    publisher.error(json!({"op":"publish","channel":"room.1","data":"lost"}), "unavailable").await;
-    publisher.error(json!({"op":"subscribe","channel":"room.2"}), "unavailable").await;
+    refused_while_down(&a, &mut publisher).await;
     tokio::task::block_in_place(|| nats.restart());
     delivery_resumes(&mut publisher, &mut sub, "room.1").await;
     assert_eq!(nats.subscriptions(&to_subject("im:room:1")), 1, "restored by async-nats");

@@ -79,6 +79,28 @@ pub async fn delivery_resumes(publisher: &mut Client, subscriber: &mut Client, c
     }
 }
 
+/// A client on node `a` subscribed to `room.1` on connect and a publisher on node `b`, with
+/// one message already delivered between them.
+pub async fn subscriber_and_publisher(a: &TestBroker, b: &TestBroker) -> (Client, Client) {
+    let mut sub = a.connect("channel=room.1").await;
+    let mut publisher = b.connect("").await;
+    publisher.publish("room.1", json!("before")).await;
+    assert_eq!(sub.recv().await["data"], "before");
+    (sub, publisher)
+}
+
+/// While the backend is down: `node`'s `/readyz` fails, and a publish and a subscribe (to
+/// `room.2`) through `client` are refused `unavailable`, not silently accepted or left behind.
+pub async fn refused_while_down(node: &TestBroker, client: &mut Client) {
+    let addr = node.addr;
+    eventually("readyz fails while the backend is down", || async move {
+        super::http(addr, "GET", "/readyz", &[], "").await.0 == 503
+    })
+    .await;
+    client.error(json!({"op":"publish","channel":"room.1","data":"lost"}), "unavailable").await;
+    client.error(json!({"op":"subscribe","channel":"room.2"}), "unavailable").await;
+}
+
 /// Publish and `send` in both directions between nodes `a` and `b`, `not_found` for a node
 /// nobody runs, and one publisher's order kept across the backend.
 pub async fn cross_node_publish_and_send(a: &TestBroker, b: &TestBroker) {
