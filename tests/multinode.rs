@@ -94,6 +94,13 @@ async fn standalone_delivery_resumes_after_client_kill_and_restart() {
     let (mut sub, mut publisher) = subscriber_and_publisher(&a, &b).await;
 
     assert!(redis.kill_pubsub_clients() >= 2);
+    // Node b publishes; until it has seen its own subscriber connection die and re-subscribed
+    // on a new one, a probe may pass while b still counts the dead connection as settled, and
+    // b's next publish is then (rightly) refused. Its inbox back on Redis proves it has.
+    eventually("node b re-subscribed after the kill", || async {
+        redis.numsub("#switchyard:inbox:b") == 1
+    })
+    .await;
     delivery_resumes(&mut publisher, &mut sub, "room.1").await;
 
     tokio::task::block_in_place(|| redis.kill());
