@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::cross_node::{
-    self, cross_node_publish_and_send, delivery_resumes, one_subscription_per_channel_per_node,
-    refused_while_down, subscriber_and_publisher, toml_list,
+    self, cross_node_publish_and_send, delivery_resumes, new_subscription_and_inbox_heal,
+    one_subscription_per_channel_per_node, refused_while_down, subscriber_and_publisher, toml_list,
 };
 use common::{eventually, TestBroker};
 use serde_json::json;
@@ -107,13 +107,7 @@ async fn standalone_delivery_resumes_after_client_kill_and_restart() {
     refused_while_down(&a, &mut publisher).await;
     tokio::task::block_in_place(|| redis.restart());
     delivery_resumes(&mut publisher, &mut sub, "room.1").await;
-    publisher.subscribe("room.2").await;
-    // Node a has not published since the restart: its first publish may find the old
-    // connection dead and answer `unavailable` (never a false ok); delivery then resumes.
-    delivery_resumes(&mut sub, &mut publisher, "room.2").await;
-    // `send` travels through the inbox, which was re-subscribed too.
-    publisher.ok(json!({"op":"send","to":sub.conn,"data":"inbox back"})).await;
-    assert_eq!(sub.recv().await["data"], "inbox back");
+    new_subscription_and_inbox_heal(&mut sub, &mut publisher).await;
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -5,8 +5,8 @@
 mod common;
 
 use common::cross_node::{
-    self, cross_node_publish_and_send, delivery_resumes, one_subscription_per_channel_per_node,
-    refused_while_down, subscriber_and_publisher, toml_list,
+    self, cross_node_publish_and_send, delivery_resumes, new_subscription_and_inbox_heal,
+    one_subscription_per_channel_per_node, refused_while_down, subscriber_and_publisher, toml_list,
 };
 use common::{eventually, TestBroker};
 use serde_json::json;
@@ -88,10 +88,7 @@ async fn standalone_delivery_resumes_after_restart() {
     delivery_resumes(&mut publisher, &mut sub, "room.1").await;
     assert_eq!(nats.subscriptions(&to_subject("im:room:1")), 1, "restored by async-nats");
     assert_eq!(nats.subscriptions(&to_subject("im:room:2")), 0, "the refused one left nothing");
-    publisher.subscribe("room.2").await;
-    delivery_resumes(&mut sub, &mut publisher, "room.2").await;
-    publisher.ok(json!({"op":"send","to":sub.conn,"data":"inbox back"})).await;
-    assert_eq!(sub.recv().await["data"], "inbox back");
+    new_subscription_and_inbox_heal(&mut sub, &mut publisher).await;
     a.shutdown().await;
     b.shutdown().await;
 }

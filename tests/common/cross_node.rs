@@ -101,6 +101,17 @@ pub async fn refused_while_down(node: &TestBroker, client: &mut Client) {
     client.error(json!({"op":"subscribe","channel":"room.2"}), "unavailable").await;
 }
 
+/// After a backend restart, once `room.1` delivers again: a subscribe made since (`room.2`,
+/// from node b's `publisher`) carries node a's publishes, and `send` reaches node a through its
+/// re-subscribed inbox. Node a has not published since the restart, so its first publishes
+/// may find the old connection dead and answer `unavailable` (never a false ok).
+pub async fn new_subscription_and_inbox_heal(sub: &mut Client, publisher: &mut Client) {
+    publisher.subscribe("room.2").await;
+    delivery_resumes(sub, publisher, "room.2").await;
+    publisher.ok(json!({"op":"send","to":sub.conn,"data":"inbox back"})).await;
+    assert_eq!(sub.recv().await["data"], "inbox back");
+}
+
 /// Publish and `send` in both directions between nodes `a` and `b`, `not_found` for a node
 /// nobody runs, and one publisher's order kept across the backend.
 pub async fn cross_node_publish_and_send(a: &TestBroker, b: &TestBroker) {
